@@ -1,0 +1,45 @@
+"""embetter-core: embeddings and near-duplicate reports for text and image corpora.
+
+Public names are imported lazily, so ``import embetter_core`` stays cheap.
+
+>>> from embetter_core import SentenceEncoder, cached
+>>> SentenceEncoder().get_params()["name"]
+'all-MiniLM-L6-v2'
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "SentenceEncoder": "embetter_core.text",
+    "ClipEncoder": "embetter_core.vision",
+    "ImageLoader": "embetter_core.vision",
+    "ColumnGrabber": "embetter_core.grab",
+    "cached": "embetter_core.cache",
+    "CachedEncoder": "embetter_core.cache",
+    "FingerprintMismatchError": "embetter_core.cache",
+    "EmbeddingStore": "embetter_core.store",
+    "read_corpus": "embetter_core.corpus",
+    "Corpus": "embetter_core.corpus",
+    "find_duplicates": "embetter_core.dedupe",
+    "DuplicateReport": "embetter_core.dedupe",
+    "DifferenceClassifier": "embetter_core.model",
+    "ModalEncoder": "embetter_core.offload",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'embetter_core' has no attribute {name!r}")
+    return getattr(import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

