@@ -76,8 +76,11 @@ class SentenceEncoder(EmbeddingEncoder):
 
     def embedding_dim(self) -> int:
         """The vector size of the model."""
-        dim = self.model_.get_sentence_embedding_dimension()
-        return int(dim)
+        model = self.model_
+        get_dim = getattr(model, "get_embedding_dimension", None)  # sentence-transformers >= 5
+        if get_dim is None:
+            get_dim = model.get_sentence_embedding_dimension
+        return int(get_dim())
 
     def transform(self, X: Any) -> np.ndarray:  # noqa: N803
         """Encode a list / Series / 1-D array of strings into a float32 array ``(n, d)``."""

@@ -1,0 +1,344 @@
+"""``ClipEncoder`` (images and texts into one open_clip space) and ``ImageLoader``.
+
+Inputs to :class:`ClipEncoder` are PIL images, image files (a ``pathlib.Path``, or a ``str``
+ending in an image extension such as ``.jpg``) and plain strings, which are encoded as text.
+A file is cached under the sha256 of its bytes, a PIL image under a hash of its pixels, a text
+under itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+import errno
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from embetter_core.base import EmbeddingEncoder, _is_missing, content_key, pick_device
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+_CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz"})
+_HASH_BLOCK = 1 << 20
+_file_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256
+
+
+class UnreadableImageError(ValueError):
+    """An image file exists but cannot be decoded; ``path`` names it."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def is_image_path(item: Any) -> bool:
+    """True for a ``Path`` and for a ``str`` ending in an image extension (any case).
+
+    >>> is_image_path("photos/cat.JPG"), is_image_path("a photo of a cat")
+    (True, False)
+    """
+    if isinstance(item, os.PathLike):
+        return True
+    return isinstance(item, str) and os.path.splitext(item)[1].lower() in IMAGE_EXTENSIONS
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 hex digest of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def image_file_key(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """The cache key of an image file: the sha256 of its bytes, so identical files share it."""
+    return ("sha256", file_sha256(path))
+
+
+def load_image(path: str | os.PathLike[str], convert: str | None = "RGB") -> Image.Image:
+    """Read an image file fully and convert it to mode ``convert`` (``None`` keeps its mode).
+
+    A missing file raises ``FileNotFoundError``, an undecodable one
+    :class:`UnreadableImageError`; both name the file.
+    """
+    name = os.fspath(path)
+    try:
+        with Image.open(name) as image:
+            image.load()
+            return image.convert(convert) if convert and image.mode != convert else image.copy()
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "image file not found", name) from None
+    except Exception as exc:  # PIL raises OSError, SyntaxError, DecompressionBombError, ...
+        raise UnreadableImageError(f"cannot read image file {name!r}: {exc}", name) from exc
+
+
+def _check_image_file(path: str | os.PathLike[str], pos: int) -> None:
+    """Fail early on a missing file or one whose header PIL cannot identify."""
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        raise FileNotFoundError(errno.ENOENT, f"image file at input position {pos} not found", name)
+    try:
+        with Image.open(name) as image:
+            image.size  # noqa: B018 - reading the header is the check
+    except Exception as exc:
+        raise UnreadableImageError(
+            f"cannot read image file {name!r} at input position {pos}: {exc}", name
+        ) from exc
+
+
+def _as_list(X: Any, what: str) -> list[Any]:  # noqa: N803
+    if isinstance(X, str | os.PathLike | Image.Image):
+        raise ValueError(f"expected a sequence of {what}, got a single item; wrap it in a list")
+    if hasattr(X, "ndim") and getattr(X, "ndim", 1) != 1:
+        raise ValueError(f"expected a 1-D sequence of {what}, got an array of shape {X.shape}")
+    if hasattr(X, "tolist"):
+        return list(X.tolist())
+    try:
+        return list(X)
+    except TypeError:
+        raise ValueError(f"expected a sequence of {what}, got {type(X).__name__}") from None
+
+
+def _bad_item(item: Any) -> str:
+    if item is None:
+        return "None"
+    return "NaN" if _is_missing(item) else type(item).__name__
+
+
+def _batches(positions: list[int], size: int) -> list[list[int]]:
+    size = max(int(size), 1)
+    return [positions[i : i + size] for i in range(0, len(positions), size)]
+
+
+class ClipEncoder(EmbeddingEncoder):
+    """Encode images and texts into one open_clip space (model loaded lazily, once).
+
+    ``transform`` takes PIL images, image files (``Path``, or ``str`` ending in ``.jpg``,
+    ``.png``, ... -- such a string is always read as a file) and plain strings (encoded as
+    text); mixed inputs keep their order. It returns float32 ``(n, d)``, each row
+    L2-normalised, so a dot product is the cosine similarity.
+
+    Args:
+        name: open_clip architecture, e.g. ``"ViT-B-32"`` (see ``open_clip.list_models()``).
+        pretrained: open_clip weight tag (``"openai"``, ``"laion2b_s34b_b79k"``, ...) or the
+            path of a local checkpoint file for that architecture.
+        device: ``"cpu"``, ``"cuda"``, ``"mps"``; ``None`` picks cuda, then mps, then cpu.
+        batch_size: images (or texts) per forward pass.
+
+    >>> enc = ClipEncoder("ViT-B-32", pretrained="openai")
+    >>> enc.cache_keys(["a photo of a cat"])
+    ['a photo of a cat']
+    >>> enc.fingerprint()
+    '{"encoder": "ClipEncoder", "model": "ViT-B-32", "pretrained": "openai"}'
+    """
+
+    def __init__(
+        self,
+        name: str = "ViT-B-32",
+        pretrained: str | os.PathLike[str] = "openai",
+        device: str | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        self.name = name
+        self.pretrained = pretrained
+        self.device = device
+        self.batch_size = batch_size
+
+    # -- what decides the vectors ---------------------------------------------------------
+    def _checkpoint_path(self) -> Path | None:
+        """The resolved checkpoint file when ``pretrained`` is a path, ``None`` for a tag."""
+        value = self.pretrained
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ValueError(
+                "pretrained must name open_clip weights: a tag such as 'openai' or a checkpoint "
+                "file; random weights would give different vectors on every load"
+            )
+        text = os.fspath(value)
+        looks_like_path = (
+            isinstance(value, os.PathLike)
+            or os.sep in text
+            or "/" in text
+            or Path(text).suffix.lower() in _CHECKPOINT_SUFFIXES
+            or os.path.isfile(text)
+        )
+        if not looks_like_path:
+            return None
+        path = Path(text).expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError(errno.ENOENT, "open_clip checkpoint file not found", text)
+        return path
+
+    def _fingerprint_fields(self) -> dict[str, Any]:
+        path = self._checkpoint_path()
+        if path is None:
+            return {"model": self.name, "pretrained": os.fspath(self.pretrained)}
+        stat = path.stat()
+        memo = (str(path), stat.st_size, stat.st_mtime_ns)
+        if memo not in _file_digests:
+            _file_digests[memo] = file_sha256(path)
+        return {
+            "model": self.name,
+            "pretrained": str(path),
+            "size": stat.st_size,
+            "sha256": _file_digests[memo],
+        }
+
+    # -- lazily loaded model ----------------------------------------------------------------
+    def _load(self) -> None:
+        import open_clip
+
+        path = self._checkpoint_path()
+        has_schema = self.name.startswith(("hf-hub:", "local-dir:"))
+        if not has_schema and self.name not in open_clip.list_models():
+            close = difflib.get_close_matches(self.name, open_clip.list_models(), n=5)
+            raise ValueError(
+                f"unknown open_clip model {self.name!r}; close names: {close} "
+                "(all names: open_clip.list_models())"
+            )
+        if path is None and not has_schema:
+            tags = open_clip.list_pretrained_tags_by_model(self.name)
+            if self.pretrained not in tags:
+                raise ValueError(
+                    f"unknown pretrained tag {self.pretrained!r} for open_clip model "
+                    f"{self.name!r}; known tags: {tags}, or pass a checkpoint file path"
+                )
+        device = pick_device(self.device)
+        weights = str(path) if path is not None else os.fspath(self.pretrained)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                self.name, pretrained=weights, device=device
+            )
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"could not load open_clip model {self.name!r} with pretrained={weights!r} "
+                f"(a tag needs its weights downloaded or cached; offline, pass a checkpoint "
+                f"file): {exc}"
+            ) from exc
+        model.eval()
+        self.__dict__["_lazy_model"] = model
+        self.__dict__["_lazy_preprocess"] = preprocess
+        self.__dict__["_lazy_tokenizer"] = open_clip.get_tokenizer(self.name)
+        self.__dict__["_lazy_device"] = device
+
+    @property
+    def model_(self) -> Any:
+        """The loaded open_clip model (loads model, preprocess and tokenizer on first use)."""
+        if "_lazy_model" not in self.__dict__:
+            self._load()
+        return self.__dict__["_lazy_model"]
+
+    def embedding_dim(self) -> int:
+        """The vector size of the model (its joint image-text dimension)."""
+        model = self.model_
+        dim = getattr(getattr(model, "visual", None), "output_dim", None)
+        if dim is None:
+            import torch
+
+            with torch.inference_mode():
+                dim = model.encode_text(self.__dict__["_lazy_tokenizer"]([""])).shape[-1]
+        return int(dim)
+
+    # -- the encoder contract -----------------------------------------------------------------
+    def validate_input(self, X: Any) -> list[Any]:  # noqa: N803
+        """Return ``X`` as a list; fail on None / NaN / other types (naming the position) and
+        on a missing or undecodable image file (naming the file)."""
+        items = _as_list(X, "images, image paths or texts")
+        for pos, item in enumerate(items):
+            if is_image_path(item):
+                _check_image_file(item, pos)
+            elif not isinstance(item, str | Image.Image):
+                raise ValueError(
+                    f"input at position {pos} is {_bad_item(item)}; expected a PIL image, "
+                    "an image path or a text"
+                )
+        return items
+
+    def cache_keys(self, items: Sequence[Any]) -> list[Any]:
+        """A text is its own key, an image file the sha256 of its bytes, a PIL image a hash
+        of its pixels."""
+        keys: list[Any] = []
+        for item in items:
+            if is_image_path(item):
+                keys.append(image_file_key(item))
+            elif isinstance(item, str):
+                keys.append(item)
+            else:
+                keys.append(content_key(item))
+        return keys
+
+    def transform(self, X: Any) -> np.ndarray:  # noqa: N803
+        """Encode images and texts into a float32 array ``(n, d)`` of unit-length rows."""
+        import torch
+
+        items = self.validate_input(X)
+        model = self.model_
+        preprocess = self.__dict__["_lazy_preprocess"]
+        tokenizer = self.__dict__["_lazy_tokenizer"]
+        device = self.__dict__["_lazy_device"]
+        out = np.empty((len(items), self.embedding_dim()), dtype=np.float32)
+        is_text = [isinstance(it, str) and not is_image_path(it) for it in items]
+        image_pos = [i for i, text in enumerate(is_text) if not text]
+        text_pos = [i for i, text in enumerate(is_text) if text]
+        with torch.inference_mode():
+            for chunk in _batches(image_pos, self.batch_size):
+                images = [self._image(items[i]) for i in chunk]
+                pixels = torch.stack([preprocess(image) for image in images]).to(device)
+                vectors = model.encode_image(pixels, normalize=True)
+                out[chunk] = vectors.float().cpu().numpy()
+            for chunk in _batches(text_pos, self.batch_size):
+                tokens = tokenizer([items[i] for i in chunk]).to(device)
+                vectors = model.encode_text(tokens, normalize=True)
+                out[chunk] = vectors.float().cpu().numpy()
+        return out
+
+    @staticmethod
+    def _image(item: Any) -> Image.Image:
+        # Convert before resizing, so a PIL image and its file give the same vector.
+        if isinstance(item, Image.Image):
+            return item if item.mode == "RGB" else item.convert("RGB")
+        return load_image(item, "RGB")
+
+
+class ImageLoader(TransformerMixin, BaseEstimator):
+    """Turn image paths into PIL images in mode ``convert`` (``None`` keeps each file's mode).
+
+    ``fit`` does nothing. PIL images pass through (converted). A missing file raises
+    ``FileNotFoundError``, an undecodable one :class:`UnreadableImageError`; both name the file.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "dot.png"
+    >>> Image.new("L", (4, 3)).save(path)
+    >>> [(im.mode, im.size) for im in ImageLoader().transform([path, str(path)])]
+    [('RGB', (4, 3)), ('RGB', (4, 3))]
+    """
+
+    def __init__(self, convert: str | None = "RGB") -> None:
+        self.convert = convert
+
+    def fit(self, X: Any = None, y: Any = None) -> ImageLoader:  # noqa: N803
+        """Do nothing. Returns ``self``."""
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    def transform(self, X: Any) -> list[Image.Image]:  # noqa: N803
+        """Load every path in ``X`` (a list, tuple, Series or 1-D array) as a PIL image."""
+        images = []
+        for pos, item in enumerate(_as_list(X, "image paths")):
+            if isinstance(item, Image.Image):
+                convert = self.convert and item.mode != self.convert
+                images.append(item.convert(self.convert) if convert else item)
+            elif isinstance(item, str | os.PathLike):
+                images.append(load_image(item, self.convert))
+            else:
+                raise ValueError(
+                    f"input at position {pos} is {_bad_item(item)}; expected an image path"
+                )
+        return images
