@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     enc = SentenceEncoder(batch_size=args.batch_size)
     model = enc.model_  # load once, outside every timing
     model.encode(texts[:64], batch_size=args.batch_size)  # warm up kernels
-    print(f"{args.n} texts, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+    print(
+        f"{args.n} texts, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
+    )
 
     plain, t_plain = timed(lambda: model.encode(texts, batch_size=args.batch_size))
     print(f"plain SentenceTransformer.encode : {t_plain:8.2f} s")
@@ -51,14 +53,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         np.testing.assert_allclose(cold, plain, atol=1e-4)
         np.testing.assert_array_equal(warm, cold)
         print(f"embetter-core cached, cold      : {t_cold:8.2f} s  ({t_cold / t_plain:.3f}x plain)")
-        print(f"embetter-core cached, warm      : {t_warm:8.3f} s  "
-              f"({t_plain / t_warm:,.0f}x faster than plain)")
+        print(
+            f"embetter-core cached, warm      : {t_warm:8.3f} s  "
+            f"({t_plain / t_warm:,.0f}x faster than plain)"
+        )
         results.update(ours_cold=t_cold, ours_warm=t_warm)
 
         if not args.skip_embetter:
             from embetter.utils import cached as embetter_cached
 
-            theirs = embetter_cached(os.path.join(tmp, "embetter"), SentenceEncoder(batch_size=args.batch_size))
+            theirs = embetter_cached(
+                os.path.join(tmp, "embetter"), SentenceEncoder(batch_size=args.batch_size)
+            )
             theirs.model_  # noqa: B018  load outside the timing, as for ours
             _, e_cold = timed(lambda: theirs.transform(texts))
             _, e_warm = timed(lambda: theirs.transform(texts))
@@ -67,11 +73,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             print(f"warm ratio, embetter / ours     : {e_warm / t_warm:8.0f}x")
             results.update(embetter_cold=e_cold, embetter_warm=e_warm)
 
-    print(f"targets: warm <= 0.2 s: {'PASS' if t_warm <= 0.2 else 'MISS'}; "
-          f"cold within 10% of plain: {'PASS' if t_cold <= 1.1 * t_plain else 'MISS'}"
-          + ("" if args.skip_embetter else
-             f"; warm >= 100x faster than embetter's: "
-             f"{'PASS' if results['embetter_warm'] / t_warm >= 100 else 'MISS'}"))
+    print(
+        f"targets: warm <= 0.2 s: {'PASS' if t_warm <= 0.2 else 'MISS'}; "
+        f"cold within 10% of plain: {'PASS' if t_cold <= 1.1 * t_plain else 'MISS'}"
+        + (
+            ""
+            if args.skip_embetter
+            else f"; warm >= 100x faster than embetter's: "
+            f"{'PASS' if results['embetter_warm'] / t_warm >= 100 else 'MISS'}"
+        )
+    )
     return results
 
 

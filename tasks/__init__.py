@@ -1,0 +1,5 @@
+"""Thin Prefect tasks over ``embetter_core``: one task per pipeline step.
+
+Tasks pass small things between them (paths, row ranges, one chunk's texts and vectors);
+a whole corpus never travels through Prefect results.
+"""

@@ -47,7 +47,9 @@ class ProjectionEncoder(EmbeddingEncoder):
 
 def test_seed_contract(tmp_path, sentence_encoder):
     folder = str(tmp_path / "sentence-enc")
-    texts = ["this is a pretty long text, which is more expensive {i}".format(i=i) for i in range(5)]
+    texts = [
+        "this is a pretty long text, which is more expensive {i}".format(i=i) for i in range(5)
+    ]
     out = cached(folder, sentence_encoder).transform(texts)
     expected = sentence_encoder.transform(texts)
     store = diskcache.Cache(folder)

@@ -1,0 +1,492 @@
+"""Read a corpus file or an image folder into a validated :class:`Corpus`.
+
+Supported inputs: CSV (``.csv``, ``.csv.gz``), Parquet (``.parquet``, ``.pq``), JSON lines
+(``.jsonl``, ``.ndjson``, also ``.gz``), plain text (``.txt``, ``.txt.gz``: one text per line)
+and a folder of images (jpg, jpeg, png, webp, bmp, gif, tif, tiff; searched recursively).
+
+Rows are numbered from 0 in file order (a CSV header and blank CSV or JSONL lines are not
+rows; in a ``.txt`` file every line is one, so a blank line is an empty text). Ids come from
+``id_column`` (as ``str``) or, without one, from the row number. Invalid rows (missing or
+empty text, missing or duplicate id, unreadable image) raise one ``ValueError`` naming them,
+or with ``skip_invalid=True`` are dropped and listed in ``Corpus.skipped``; the first row of a
+duplicated id is the one kept.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import os
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+TEXT_FORMATS = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".txt": "txt",
+}
+GZIP_FORMATS = {"csv", "jsonl", "txt"}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+SHOW_ROWS = 5  # how many bad rows an error message lists before "... and N more"
+
+
+class CorpusError(ValueError):
+    """A corpus file that cannot be read: bad format, missing column, invalid or no rows."""
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    """One input row left out of a corpus: its 0-based row number, id (if any) and why."""
+
+    row: int
+    id: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        return f"row {self.row} (id {self.id!r}): {self.reason}"
+
+
+@dataclass
+class Corpus:
+    """Validated, ordered input: unique string ids and their items.
+
+    ``items`` are texts, or absolute image file paths (as ``str``) when ``kind == "image"``.
+    ``skipped`` lists the rows that ``skip_invalid=True`` dropped.
+
+    >>> corpus = Corpus(ids=["a", "b", "c"], items=["x", "y", "z"])
+    >>> len(corpus), corpus.chunks(2)
+    (3, [range(0, 2), range(2, 3)])
+    >>> corpus.texts_by_id()["b"]
+    'y'
+    """
+
+    ids: list[str]
+    items: list[str]
+    kind: Literal["text", "image"] = "text"
+    source: str = ""
+    skipped: list[SkippedRow] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.items):
+            raise ValueError(f"{len(self.ids)} ids but {len(self.items)} items; expected equal")
+        if self.kind not in ("text", "image"):
+            raise ValueError(f"kind must be 'text' or 'image', got {self.kind!r}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def chunks(self, chunk_size: int) -> list[range]:
+        """Consecutive row ranges of at most ``chunk_size`` rows covering the corpus."""
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        n = len(self)
+        return [range(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
+
+    def corpus_hash(self) -> str:
+        """SHA-256 (hex) of the kind, ids and items, in order.
+
+        For text corpora it covers the texts; for image corpora it covers each file's id
+        (relative path) and its bytes, read from disk (not paths, sizes or mtimes).
+
+        >>> Corpus(["0"], ["hi"]).corpus_hash() == Corpus(["0"], ["hi"]).corpus_hash()
+        True
+        >>> Corpus(["0"], ["hi"]).corpus_hash() == Corpus(["1"], ["hi"]).corpus_hash()
+        False
+        """
+        digest = hashlib.sha256(f"embetter-core corpus v1\0{self.kind}\0{len(self)}\0".encode())
+        for id_, item in zip(self.ids, self.items, strict=True):
+            _update_field(digest, id_.encode("utf-8", "surrogatepass"))
+            if self.kind == "image":
+                _update_field(digest, _file_sha256(item))
+            else:
+                _update_field(digest, item.encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()
+
+    def texts_by_id(self) -> dict[str, str]:
+        """``{id: item}`` (texts, or image paths for an image corpus)."""
+        return dict(zip(self.ids, self.items, strict=True))
+
+    @classmethod
+    def from_texts(
+        cls,
+        texts: Sequence[Any],
+        ids: Sequence[Any] | None = None,
+        *,
+        source: str = "<texts>",
+        skip_invalid: bool = False,
+    ) -> Corpus:
+        """A text corpus from in-memory texts, validated like :func:`read_corpus`.
+
+        >>> Corpus.from_texts(["a", "", "b"], skip_invalid=True).ids
+        ['0', '2']
+        """
+        if ids is not None and len(ids) != len(texts):
+            raise ValueError(f"{len(ids)} ids but {len(texts)} texts; expected equal")
+        return _validated(list(ids) if ids is not None else None, list(texts), source, skip_invalid)
+
+
+def read_corpus(
+    path: str | os.PathLike[str],
+    text_column: str = "text",
+    id_column: str | None = None,
+    skip_invalid: bool = False,
+    *,
+    check_images: bool = True,
+) -> Corpus:
+    """Read ``path`` (a corpus file or an image folder) into a validated :class:`Corpus`.
+
+    Args:
+        path: a ``.csv``/``.parquet``/``.jsonl``/``.ndjson``/``.txt`` file (CSV, JSONL and
+            TXT may be gzipped, ``.gz``), or a folder searched recursively for images.
+        text_column: the text column (CSV, Parquet, JSONL).
+        id_column: the id column; ``None`` numbers the rows ``"0"``, ``"1"``, ...
+        skip_invalid: drop invalid rows and list them in ``Corpus.skipped`` instead of
+            raising ``ValueError``.
+        check_images: open each image with Pillow's ``verify()``; a file that fails is an
+            invalid row. Hidden files and folders (names starting with ``.``) are ignored.
+
+    In CSV files every cell is read as a string: an empty cell is an empty (invalid) text,
+    while ``NA`` or ``null`` are ordinary texts.
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "c.csv").write_text("key,text\\nk1,hello\\nk2,NA\\nk3,\\n")
+    >>> corpus = read_corpus(folder / "c.csv", id_column="key", skip_invalid=True)
+    >>> corpus.ids, corpus.items
+    (['k1', 'k2'], ['hello', 'NA'])
+    >>> print(corpus.skipped[0])
+    row 2 (id 'k3'): empty text
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"corpus not found: {p}")
+    if p.is_dir():
+        if id_column is not None:
+            raise CorpusError(f"{p}: an image folder has no columns; its ids are the file paths")
+        return _read_image_folder(p, skip_invalid, check_images)
+    fmt, gzipped = _format_of(p)
+    if p.stat().st_size == 0:
+        raise CorpusError(f"{p}: the file is empty (0 bytes)")
+    if fmt == "txt":
+        if id_column is not None:
+            raise CorpusError(f"{p}: a .txt corpus has no columns; its ids are the line numbers")
+        texts = _read_txt(p, gzipped)
+        return _validated(None, texts, str(p), skip_invalid)
+    wanted = [text_column] if id_column is None else [text_column, id_column]
+    columns = _read_columns(p, fmt, gzipped, wanted)
+    ids = None if id_column is None else columns[id_column]
+    return _validated(ids, columns[text_column], str(p), skip_invalid)
+
+
+# -- formats ----------------------------------------------------------------------------
+
+
+def _format_of(p: Path) -> tuple[str, bool]:
+    name = p.name.lower()
+    gzipped = name.endswith(".gz")
+    stem = name[:-3] if gzipped else name
+    suffix = os.path.splitext(stem)[1]
+    fmt = TEXT_FORMATS.get(suffix)
+    if fmt is None or (gzipped and fmt not in GZIP_FORMATS):
+        known = ", ".join([*TEXT_FORMATS, ".csv.gz", ".jsonl.gz", ".ndjson.gz", ".txt.gz"])
+        raise CorpusError(
+            f"{p}: unknown corpus format {p.name!r}; expected one of {known}, or a folder of images"
+        )
+    return fmt, gzipped
+
+
+# What a broken or mislabelled file raises inside the parsers.
+_PARSE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # includes gzip.BadGzipFile
+    EOFError,
+    zlib.error,
+    UnicodeDecodeError,
+)
+
+
+def _parse_errors() -> tuple[type[BaseException], ...]:
+    import pandas as pd
+    import pyarrow as pa
+
+    return (
+        *_PARSE_ERRORS,
+        pd.errors.ParserError,
+        pd.errors.ParserWarning,
+        pd.errors.EmptyDataError,
+        pa.ArrowException,
+    )
+
+
+def _read_columns(p: Path, fmt: str, gzipped: bool, wanted: list[str]) -> dict[str, list[Any]]:
+    """Read the ``wanted`` columns as lists, after checking that they all exist."""
+    try:
+        if fmt == "csv":
+            return _read_csv(p, wanted)
+        if fmt == "parquet":
+            return _read_parquet(p, wanted)
+        return _read_jsonl(p, gzipped, wanted)
+    except CorpusError:
+        raise
+    except _parse_errors() as err:
+        raise CorpusError(f"{p}: cannot read it as {fmt.upper()}: {_describe(err)}") from err
+
+
+def _check_columns(p: Path, columns: list[str], wanted: list[str]) -> None:
+    missing = [c for c in dict.fromkeys(wanted) if c not in columns]
+    if missing:
+        names = ", ".join(repr(c) for c in missing)
+        raise CorpusError(
+            f"{p}: column {names} not found; the file has columns: "
+            + ", ".join(repr(c) for c in columns)
+        )
+
+
+def _read_csv(p: Path, wanted: list[str]) -> dict[str, list[Any]]:
+    import warnings
+
+    import pandas as pd
+
+    # No NA detection: every cell stays the string it is ("NA", "null", "" included).
+    # index_col=False with ParserWarning as an error: a row with more fields than the header
+    # (say an unquoted comma) fails instead of shifting or dropping cells; no usecols, as
+    # pandas then ignores such rows' extra fields silently.
+    options: dict[str, Any] = {"keep_default_na": False, "na_filter": False, "index_col": False}
+    header = pd.read_csv(p, nrows=0, **options)
+    _check_columns(p, [str(c) for c in header.columns], wanted)
+    id_columns = list(dict.fromkeys(wanted[1:]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        # Letting pandas infer the text column is ~2x faster than dtype=str; a column that
+        # came out numeric (every cell a number) is read again as strings ("1.50" stays).
+        frame = pd.read_csv(p, dtype=dict.fromkeys(id_columns, str), **options)
+        if not all(_is_text_dtype(frame[c].dtype) for c in wanted):
+            frame = pd.read_csv(p, dtype=dict.fromkeys(wanted, str), **options)
+    return {c: frame[c].tolist() for c in wanted}
+
+
+def _is_text_dtype(dtype: Any) -> bool:
+    import pandas as pd
+
+    return isinstance(dtype, pd.StringDtype) or getattr(dtype, "kind", "") == "O"
+
+
+def _read_parquet(p: Path, wanted: list[str]) -> dict[str, list[Any]]:
+    import pyarrow.parquet as pq
+
+    _check_columns(p, list(pq.read_schema(p).names), wanted)
+    table = pq.read_table(p, columns=list(dict.fromkeys(wanted)))
+    return {c: table.column(c).to_pylist() for c in wanted}
+
+
+_ABSENT = object()
+
+
+def _read_jsonl(p: Path, gzipped: bool, wanted: list[str]) -> dict[str, list[Any]]:
+    values: dict[str, list[Any]] = {c: [] for c in wanted}
+    seen_keys: dict[str, None] = {}
+    with _open_text(p, gzipped) as lines:
+        for lineno, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue  # blank lines (e.g. a trailing one) are not records
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise CorpusError(f"{p}: line {lineno} is not valid JSON: {err}") from err
+            if not isinstance(record, dict):
+                raise CorpusError(
+                    f"{p}: line {lineno} is a JSON {type(record).__name__}; "
+                    "expected an object per line"
+                )
+            seen_keys.update(dict.fromkeys(record))
+            for c in wanted:
+                values[c].append(record.get(c, _ABSENT))
+    if not seen_keys:
+        raise CorpusError(f"{p}: the corpus is empty (no records)")
+    _check_columns(p, list(seen_keys), wanted)
+    return values
+
+
+def _read_txt(p: Path, gzipped: bool) -> list[str]:
+    # Split on "\n" only (after universal-newline decoding): str.splitlines() would also
+    # split inside a text at form feeds, U+2028 and other rare separators.
+    try:
+        with _open_text(p, gzipped) as f:
+            lines = f.read().split("\n")
+    except _PARSE_ERRORS as err:
+        raise CorpusError(f"{p}: cannot read it as text: {_describe(err)}") from err
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it does not start a new one
+    return lines
+
+
+def _open_text(p: Path, gzipped: bool) -> Any:
+    # utf-8-sig drops a byte-order mark; lines end at "\n", "\r\n" or "\r".
+    if gzipped:
+        return gzip.open(p, "rt", encoding="utf-8-sig", newline=None)
+    return open(p, encoding="utf-8-sig", newline=None)  # noqa: SIM115
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text if len(text) <= 300 else text[:300] + " ..."
+
+
+# -- images -----------------------------------------------------------------------------
+
+
+def _list_images(folder: Path) -> tuple[list[Path], int]:
+    """Image files under ``folder`` (recursive, hidden names skipped), and the other files."""
+    images, others = [], 0
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if name.startswith("."):
+                continue
+            if name.lower().endswith(IMAGE_SUFFIXES):
+                images.append(Path(root) / name)
+            else:
+                others += 1
+    images.sort(key=lambda f: f.relative_to(folder).as_posix())
+    return images, others
+
+
+def _image_problem(path: Path) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as err:  # Pillow raises many types (OSError, SyntaxError, ...)
+        return f"unreadable image: {type(err).__name__}: {_describe(err)}"
+    return None
+
+
+def _read_image_folder(folder: Path, skip_invalid: bool, check_images: bool) -> Corpus:
+    files, others = _list_images(folder)
+    if not files:
+        raise CorpusError(
+            f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder or below "
+            f"({others} other files)"
+        )
+    ids, items, problems = [], [], []
+    for row, file in enumerate(files):
+        id_ = file.relative_to(folder).as_posix()
+        reason = _image_problem(file) if check_images else None
+        if reason is not None:
+            problems.append(SkippedRow(row, id_, reason))
+            continue
+        ids.append(id_)
+        items.append(str(file.absolute()))
+    _raise_or_keep(str(folder), len(files), problems, skip_invalid, len(ids))
+    return Corpus(ids, items, kind="image", source=str(folder), skipped=problems)
+
+
+# -- validation -------------------------------------------------------------------------
+
+
+def _as_id(value: Any) -> str | None:
+    """An id as ``str``; ``None`` when missing or blank."""
+    if type(value) is str:  # the common case, first
+        return None if not value or value.isspace() else value
+    if value is None or value is _ABSENT or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return _as_id(str(value))
+
+
+def _text_problem(text: Any) -> str | None:
+    if isinstance(text, str):
+        return None if text and not text.isspace() else "empty text"
+    if text is None or text is _ABSENT:
+        return "missing text"
+    if isinstance(text, float) and math.isnan(text):
+        return "missing text (NaN)"
+    return f"text is {type(text).__name__}, expected a string"
+
+
+def _validated(
+    raw_ids: list[Any] | None, texts: list[Any], source: str, skip_invalid: bool
+) -> Corpus:
+    ids = [str(i) for i in range(len(texts))] if raw_ids is None else [_as_id(v) for v in raw_ids]
+    first_row: dict[str, int] = {}
+    problems: list[SkippedRow] = []
+    for row, (id_, text) in enumerate(zip(ids, texts, strict=True)):
+        # The common case in one test: a new id and a non-blank string.
+        if (
+            type(text) is str
+            and text
+            and not text.isspace()
+            and id_ is not None
+            and id_ not in first_row
+        ):
+            first_row[id_] = row
+            continue
+        reasons = []
+        if id_ is None:
+            reasons.append("missing id")
+        elif id_ in first_row:
+            reasons.append(f"duplicate id (first at row {first_row[id_]})")
+        else:
+            first_row[id_] = row
+        text_reason = _text_problem(text)
+        if text_reason is not None:
+            reasons.append(text_reason)
+        problems.append(SkippedRow(row, id_, "; ".join(reasons)))
+    _raise_or_keep(source, len(texts), problems, skip_invalid, len(texts) - len(problems))
+    if problems:
+        bad = {p.row for p in problems}
+        keep = [row for row in range(len(texts)) if row not in bad]
+        ids = [ids[row] for row in keep]
+        texts = [texts[row] for row in keep]
+    return Corpus(ids, texts, kind="text", source=source, skipped=problems)  # type: ignore[arg-type]
+
+
+def _raise_or_keep(
+    source: str, total: int, problems: list[SkippedRow], skip_invalid: bool, kept: int
+) -> None:
+    if total == 0:
+        raise CorpusError(f"{source}: the corpus is empty (no rows)")
+    if problems and not skip_invalid:
+        raise CorpusError(
+            f"{source}: {len(problems)} invalid row(s) of {total} (rows numbered from 0, "
+            f"header excluded): {_list_problems(problems)}. Fix them, or pass "
+            "skip_invalid=True to drop them (they are then listed in Corpus.skipped)."
+        )
+    if kept == 0:
+        raise CorpusError(
+            f"{source}: no valid rows: all {total} rows are invalid: {_list_problems(problems)}"
+        )
+
+
+def _list_problems(problems: list[SkippedRow]) -> str:
+    shown = "; ".join(str(p) for p in problems[:SHOW_ROWS])
+    more = len(problems) - SHOW_ROWS
+    return shown + (f"; ... and {more} more" if more > 0 else "")
+
+
+# -- hashing ----------------------------------------------------------------------------
+
+
+def _update_field(digest: Any, data: bytes) -> None:
+    digest.update(len(data).to_bytes(8, "little"))
+    digest.update(data)
+
+
+def _file_sha256(path: str) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in _blocks(f):
+            digest.update(block)
+    return digest.digest()
+
+
+def _blocks(f: Any, size: int = 1 << 20) -> Iterator[bytes]:
+    while block := f.read(size):
+        yield block

@@ -1,0 +1,638 @@
+"""``EmbeddingStore``: embeddings and their ids in one HDF5 file (h5py).
+
+Layout (readable with plain h5py: ``h5py.File(path)["embeddings"][:]``):
+
+- ``ids``: ``(n,)`` UTF-8 strings; ``embeddings``: ``(n, dim)`` float32, chunked by rows;
+- attributes ``format``, ``format_version``, ``fingerprint`` (the encoder's), ``dim``, ``n``,
+  ``created`` (ISO 8601, UTC), ``source``, ``corpus_hash``.
+
+Writing is atomic: :meth:`EmbeddingStore.create` makes a temporary file beside the target,
+named ``.<name>.<host>.<pid>.<token>.tmp``; rows are written into it by :func:`write_rows`
+(from any thread or process, one writer at a time through a ``.lock`` file beside it), and
+:func:`commit` checks that every row was written and renames it into place with
+``os.replace``. The final path never holds a partial file. :func:`cleanup_stale` removes the
+temporary files that killed runs leave behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import socket
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "embetter-core/embedding-store"
+FORMAT_VERSION = 1
+_WRITTEN = "written"  # bookkeeping dataset of the temporary file, dropped by commit()
+_OVERWRITE = "_overwrite"  # bookkeeping attribute: may commit() replace an existing file?
+_OPEN_RETRY_S = 60.0  # how long to retry an HDF5 file lock held by another process
+
+
+class StoreError(ValueError):
+    """A store that cannot be written, committed or read as asked."""
+
+
+class IncompleteStoreError(StoreError):
+    """``commit`` found rows that were never written."""
+
+
+class OutputNotWritableError(OSError):
+    """The output path cannot be written (missing permission, a file where a folder is, ...)."""
+
+
+# -- paths ------------------------------------------------------------------------------
+
+
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _tmp_name(final: Path, pid: int) -> str:
+    return f".{final.name}.{_host_tag()}.{pid}.{secrets.token_hex(4)}.tmp"
+
+
+def _lock_path(tmp_path: Path) -> Path:
+    return tmp_path.with_name(tmp_path.name + ".lock")
+
+
+def check_writable(path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
+    """Check that the store ``path`` can be written; return it as an absolute ``Path``.
+
+    Creates missing parent folders, then writes and removes a probe file there, so a
+    read-only folder fails here, before any work, with an error naming it.
+
+    >>> import tempfile, pathlib
+    >>> check_writable(pathlib.Path(tempfile.mkdtemp()) / "sub" / "out.h5").name
+    'out.h5'
+    """
+    final = Path(path).expanduser().absolute()
+    if final.is_dir():
+        raise OutputNotWritableError(f"output {final} is a folder; expected a file path (.h5)")
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"output {final} exists; pass overwrite=True to replace it")
+    folder = final.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputNotWritableError(
+            f"cannot create output folder {folder}: {err.strerror or err}"
+        ) from err
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".probe", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputNotWritableError(
+            f"output folder {folder} is not writable: {err.strerror or err}"
+        ) from err
+    return final
+
+
+def cleanup_stale(path: str | os.PathLike[str], *, max_age: float | None = None) -> list[Path]:
+    """Remove temporary files that earlier, killed writers of ``path`` left beside it.
+
+    The rule: a file ``.<name>.<host>.<pid>.<token>.tmp`` (and its ``.lock``) is stale when
+
+    1. it was made on this host and its owner process ``pid`` is gone (or is a zombie, or
+       the pid now belongs to a process started after the file was last written), or
+    2. ``max_age`` seconds are given and the file was not modified for that long (use this
+       for files made on other hosts that share the folder, or with unreadable names).
+
+    Temporary files of live processes are left alone, so a run never deletes the file of
+    another run that is still writing. Returns the removed paths.
+
+    >>> import tempfile, pathlib
+    >>> cleanup_stale(pathlib.Path(tempfile.mkdtemp()) / "out.h5")
+    []
+    """
+    final = Path(path).expanduser().absolute()
+    folder = final.parent
+    if not folder.is_dir():
+        return []
+    pattern = re.compile(
+        re.escape(f".{final.name}.") + r"(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]+\.tmp"
+    )
+    prefix, now, host = f".{final.name}.", time.time(), _host_tag()
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        name = entry.name
+        if not name.startswith(prefix):
+            continue
+        if name.endswith(".tmp.lock"):
+            if not entry.with_name(name[: -len(".lock")]).exists() and _older(entry, 60, now):
+                _unlink(entry)  # an orphaned lock file (its tmp is gone) past a minute
+            continue
+        if not name.endswith(".tmp"):
+            continue
+        try:
+            mtime = entry.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        match = pattern.fullmatch(name)
+        stale = bool(match and match["host"] == host and not _owner_alive(int(match["pid"]), mtime))
+        if not stale and max_age is not None:
+            stale = now - mtime > max_age
+        if stale:
+            _unlink(entry)
+            _unlink(_lock_path(entry))
+            removed.append(entry)
+    return removed
+
+
+def _older(path: Path, seconds: float, now: float) -> bool:
+    try:
+        return now - path.stat().st_mtime > seconds
+    except FileNotFoundError:
+        return False
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _owner_alive(pid: int, mtime: float) -> bool:
+    """Is ``pid`` a live process that may have written a file last modified at ``mtime``?"""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user
+    except OSError:
+        return True  # cannot tell (unusual platform): keep the file
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        btime = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, IndexError, StopIteration, ValueError):
+        return True  # no /proc (not Linux): the pid exists, so assume it is the owner
+    if fields[0] == "Z":
+        return False  # killed, not yet reaped
+    started = btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return started <= mtime + 2.0  # a process younger than the file's last write is not it
+
+
+# -- writing ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(tmp_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``tmp_path``'s ``.lock`` file (threads and processes)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: rely on HDF5's own file lock (retried in _open_h5)
+        yield
+        return
+    with open(_lock_path(tmp_path), "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_h5(path: Path, mode: str) -> Any:
+    """``h5py.File(path, mode)``, retrying while another process holds HDF5's file lock."""
+    import h5py
+
+    deadline = time.monotonic() + _OPEN_RETRY_S
+    while True:
+        try:
+            return h5py.File(path, mode)
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _require_tmp(tmp_path: Path) -> None:
+    if not tmp_path.exists():
+        raise FileNotFoundError(
+            f"temporary store {tmp_path} not found: it was committed, aborted or removed"
+        )
+
+
+def _open_tmp(tmp_path: Path) -> Any:
+    _require_tmp(tmp_path)
+    f = _open_h5(tmp_path, "r+")
+    if _WRITTEN not in f:
+        f.close()
+        raise StoreError(f"{tmp_path} is not an open temporary store (no row bookkeeping)")
+    return f
+
+
+def _check_ids(ids: Sequence[Any]) -> list[str]:
+    if isinstance(ids, str):
+        raise ValueError("ids must be a sequence of strings, got a single string")
+    values = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+    for pos, value in enumerate(values):
+        if not isinstance(value, str):
+            raise ValueError(f"id at position {pos} is {type(value).__name__}; expected str")
+    return values
+
+
+def _check_embeddings(embeddings: Any, dim: int) -> np.ndarray:
+    arr = np.asarray(embeddings)
+    if arr.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D (rows, {dim}), got shape {arr.shape}")
+    if arr.shape[1] != dim:
+        raise ValueError(f"embeddings have dim {arr.shape[1]}, the store expects dim {dim}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"embeddings must be floating point, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(
+            f"embeddings hold NaN or infinite values in {rows.size} row(s), first at "
+            f"offset {rows[0]} of this block"
+        )
+    return arr
+
+
+def _ranges(rows: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted row numbers as inclusive ``(first, last)`` runs."""
+    if rows.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(rows) != 1)
+    starts = np.concatenate([[rows[0]], rows[breaks + 1]])
+    ends = np.concatenate([rows[breaks], [rows[-1]]])
+    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
+
+
+def _show_ranges(runs: list[tuple[int, int]], limit: int = 10) -> str:
+    shown = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:limit])
+    return shown + (f", ... ({len(runs) - limit} more ranges)" if len(runs) > limit else "")
+
+
+def write_rows(
+    tmp_path: str | os.PathLike[str], start: int, ids: Sequence[str], embeddings: Any
+) -> None:
+    """Write rows ``[start, start + len(ids))`` of the temporary store ``tmp_path``.
+
+    Opens the file, writes, marks the rows written and closes it, so separate threads and
+    processes may call it (one at a time, through a lock). Writing rows again with the same
+    ids (a retried task) is allowed; writing them with other ids raises.
+
+    >>> import tempfile, pathlib, numpy as np
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "v.h5"
+    >>> tmp = EmbeddingStore.create(target, n=2, dim=3, fingerprint="demo").tmp_path
+    >>> write_rows(tmp, 0, ["a", "b"], np.zeros((2, 3), dtype=np.float32))
+    >>> commit(tmp, target) == target, tmp.exists()
+    (True, False)
+    """
+    tmp = Path(tmp_path)
+    ids = _check_ids(ids)
+    if isinstance(start, bool) or not isinstance(start, int | np.integer) or start < 0:
+        raise ValueError(f"start must be a non-negative integer, got {start!r}")
+    start = int(start)
+    _require_tmp(tmp)  # before locking, so a wrong path leaves no lock file behind
+    with _locked(tmp), contextlib.closing(_open_tmp(tmp)) as f:
+        n, dim = f["embeddings"].shape
+        arr = _check_embeddings(embeddings, dim)
+        if len(ids) != arr.shape[0]:
+            raise ValueError(f"{len(ids)} ids but {arr.shape[0]} embedding rows; expected equal")
+        stop = start + len(ids)
+        if stop > n:
+            raise ValueError(
+                f"rows {start}-{stop - 1} are out of bounds: the store has {n} rows (0-{n - 1})"
+            )
+        if stop == start:
+            return
+        done = f[_WRITTEN][start:stop].astype(bool)
+        if done.any():
+            old = f["ids"].asstr()[start:stop]
+            clash = [i for i in np.flatnonzero(done) if old[i] != ids[i]]
+            if clash:
+                row = start + int(clash[0])
+                raise StoreError(
+                    f"{len(clash)} row(s) of {start}-{stop - 1} were already written with other "
+                    f"ids, first row {row}: stored {old[clash[0]]!r}, given {ids[clash[0]]!r}"
+                )
+        f["ids"][start:stop] = np.array(ids, dtype=object)
+        f["embeddings"][start:stop] = arr
+        f[_WRITTEN][start:stop] = 1
+
+
+def commit(tmp_path: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """Check the temporary store is complete and atomically rename it to ``path``.
+
+    Raises :class:`IncompleteStoreError` naming the row ranges never written (the temporary
+    file is kept), or :class:`StoreError` when ids repeat. Returns the final path.
+
+    >>> import tempfile, pathlib, numpy as np
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "v.h5"
+    >>> writer = EmbeddingStore.create(target, n=5, dim=2, fingerprint="demo")
+    >>> writer.write(1, ["b", "c"], np.ones((2, 2)))
+    >>> commit(writer.tmp_path, target)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    embetter_core.store.IncompleteStoreError: ...3 of 5 rows...: rows 0, 3-4 (inclusive)...
+    >>> writer.abort()
+    """
+    tmp, final = Path(tmp_path).absolute(), Path(path).expanduser().absolute()
+    if tmp.parent.resolve() != final.parent.resolve() or not tmp.name.startswith(f".{final.name}."):
+        raise ValueError(f"{tmp} is not a temporary file of {final} (expected beside it)")
+    _require_tmp(tmp)
+    with _locked(tmp):
+        with contextlib.closing(_open_tmp(tmp)) as f:
+            n = f["embeddings"].shape[0]
+            missing = _ranges(np.flatnonzero(f[_WRITTEN][:] == 0))
+            if missing:
+                count = sum(b - a + 1 for a, b in missing)
+                raise IncompleteStoreError(
+                    f"cannot commit {final}: {count} of {n} rows were never written: rows "
+                    f"{_show_ranges(missing)} (inclusive); the temporary file {tmp} is kept"
+                )
+            ids = f["ids"].asstr()[:]
+            _check_unique_ids(ids, final)
+            overwrite = bool(f.attrs.get(_OVERWRITE, True))
+            del f[_WRITTEN]
+            del f.attrs[_OVERWRITE]
+            f.flush()
+        _fsync(tmp)
+        if not overwrite and final.exists():
+            raise FileExistsError(f"cannot commit: {final} exists and overwrite=False")
+        os.replace(tmp, final)
+        _fsync(final.parent)
+    _unlink(_lock_path(tmp))
+    return final
+
+
+def _check_unique_ids(ids: np.ndarray, final: Path) -> None:
+    uniq, counts = np.unique(ids.astype(str), return_counts=True)
+    if (counts > 1).any():
+        dup = uniq[counts > 1]
+        first = str(dup[0])
+        rows = np.flatnonzero(ids == first)
+        raise StoreError(
+            f"cannot commit {final}: {dup.size} id(s) occur more than once, e.g. {first!r} "
+            f"at rows {', '.join(map(str, rows[:5]))}"
+        )
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # folders cannot be fsynced on some platforms
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class StoreWriter:
+    """A store being written: rows go to ``tmp_path``, ``commit()`` moves it to ``path``.
+
+    Plain data (two paths and the shape), so it pickles and can be handed to tasks. As a
+    context manager it commits on a clean exit and aborts on an exception.
+    """
+
+    path: Path
+    tmp_path: Path
+    n: int
+    dim: int
+
+    def write(self, start: int, ids: Sequence[str], embeddings: Any) -> None:
+        """Write rows ``[start, start + len(ids))``; see :func:`write_rows`."""
+        write_rows(self.tmp_path, start, ids, embeddings)
+
+    def commit(self) -> Path:
+        """Check every row was written and rename the file into place; see :func:`commit`."""
+        return commit(self.tmp_path, self.path)
+
+    def abort(self) -> None:
+        """Delete the temporary file (and its lock); the final path is left untouched."""
+        _unlink(self.tmp_path)
+        _unlink(_lock_path(self.tmp_path))
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif self.tmp_path.exists():
+            self.commit()
+
+
+# -- the store --------------------------------------------------------------------------
+
+
+def _attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class EmbeddingStore:
+    """A finished store, opened read-only with :meth:`open`; written with :meth:`create`.
+
+    >>> import tempfile, pathlib, numpy as np
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "vectors.h5"
+    >>> with EmbeddingStore.create(path, n=3, dim=2, fingerprint="demo") as writer:
+    ...     writer.write(0, ["a", "b"], np.ones((2, 2)))
+    ...     writer.write(2, ["c"], np.zeros((1, 2)))
+    >>> store = EmbeddingStore.open(path, fingerprint="demo")
+    >>> store.ids, store.embeddings.shape, store.dim, len(store)
+    (['a', 'b', 'c'], (3, 2), 2, 3)
+    >>> [start for start, block in store.iter_blocks(2)]
+    [0, 2]
+    >>> store.close()
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    # -- opening -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], fingerprint: str | None = None) -> EmbeddingStore:
+        """Open a store; with ``fingerprint``, refuse one written by another encoder."""
+        store = cls(path)
+        store._file  # noqa: B018 -- open and check it now, not on first use
+        if fingerprint is not None and store.fingerprint != fingerprint:
+            # imported here: embetter_core.cache pulls in scikit-learn, slow for a writer
+            from embetter_core.cache import FingerprintMismatchError
+
+            stored = store.fingerprint
+            store.close()
+            raise FingerprintMismatchError(
+                f"store {str(store.path)!r} was written by encoder {stored} "
+                f"but is being opened with encoder {fingerprint}"
+            )
+        return store
+
+    @property
+    def _file(self) -> Any:
+        f = self.__dict__.get("_lazy_file")
+        if f is None:
+            f = self._open_checked()
+            self.__dict__["_lazy_file"] = f
+        return f
+
+    def _open_checked(self) -> Any:
+        if not self.path.exists():
+            raise FileNotFoundError(f"store not found: {self.path}")
+        try:
+            f = _open_h5(self.path, "r")
+        except OSError as err:
+            raise StoreError(f"{self.path} is not a readable HDF5 file: {err}") from err
+        problem = None
+        if _WRITTEN in f:
+            problem = "it is an uncommitted temporary file"
+        elif "ids" not in f or "embeddings" not in f:
+            problem = "it lacks the 'ids' or 'embeddings' dataset"
+        elif f["embeddings"].ndim != 2 or f["ids"].shape != f["embeddings"].shape[:1]:
+            problem = f"ids {f['ids'].shape} and embeddings {f['embeddings'].shape} do not match"
+        elif "fingerprint" not in f.attrs:
+            problem = "it has no 'fingerprint' attribute"
+        if problem:
+            f.close()
+            raise StoreError(f"{self.path} is not an embedding store: {problem}")
+        return f
+
+    def close(self) -> None:
+        """Close the file (it reopens on next use)."""
+        f = self.__dict__.pop("_lazy_file", None)
+        if f is not None:
+            f.close()
+        self.__dict__.pop("_lazy_ids", None)
+        self.__dict__.pop("_lazy_embeddings", None)
+
+    def __enter__(self) -> EmbeddingStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_lazy_")}
+
+    def __repr__(self) -> str:
+        return f"EmbeddingStore({str(self.path)!r})"
+
+    # -- contents ------------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The file's attributes as plain Python values."""
+        return {k: _attr(v) for k, v in self._file.attrs.items()}
+
+    @property
+    def fingerprint(self) -> str:
+        return str(_attr(self._file.attrs["fingerprint"]))
+
+    @property
+    def dim(self) -> int:
+        return int(self._file["embeddings"].shape[1])
+
+    def __len__(self) -> int:
+        return int(self._file["embeddings"].shape[0])
+
+    @property
+    def dataset(self) -> Any:
+        """The ``embeddings`` ``h5py.Dataset``, read lazily (slice it to read rows)."""
+        return self._file["embeddings"]
+
+    @property
+    def ids(self) -> list[str]:
+        """All ids, in row order."""
+        ids = self.__dict__.get("_lazy_ids")
+        if ids is None:
+            ids = self._file["ids"].asstr()[:].tolist()
+            self.__dict__["_lazy_ids"] = ids
+        return ids
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """All embeddings as one ``(n, dim)`` float32 array (read once, then kept)."""
+        arr = self.__dict__.get("_lazy_embeddings")
+        if arr is None:
+            arr = self.dataset[:]
+            self.__dict__["_lazy_embeddings"] = arr
+        return arr
+
+    def iter_blocks(self, rows: int = 10_000) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start, block)`` with consecutive blocks of at most ``rows`` rows."""
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+            raise ValueError(f"rows must be a positive integer, got {rows!r}")
+        data = self.dataset
+        for start in range(0, len(self), rows):
+            yield start, data[start : start + rows]
+
+    # -- writing -------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        n: int,
+        dim: int,
+        fingerprint: str,
+        source: str = "",
+        corpus_hash: str = "",
+        chunk_rows: int = 1000,
+        overwrite: bool = True,
+        owner_pid: int | None = None,
+    ) -> StoreWriter:
+        """Start writing a store of ``n`` rows of ``dim`` floats to a temporary file.
+
+        ``owner_pid`` (default: this process) is the process whose death makes the temporary
+        file stale for :func:`cleanup_stale`; pass the flow's pid when a short-lived worker
+        process calls ``create``.
+        """
+        import h5py
+
+        for name, value in (("n", n), ("dim", dim), ("chunk_rows", chunk_rows)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(fingerprint, str) or not fingerprint:
+            raise ValueError(f"fingerprint must be a non-empty string, got {fingerprint!r}")
+        final = check_writable(path, overwrite=overwrite)
+        n, dim = int(n), int(dim)
+        tmp = final.with_name(_tmp_name(final, owner_pid or os.getpid()))
+        rows = min(int(chunk_rows), n)
+        try:
+            with h5py.File(tmp, "x") as f:
+                f.create_dataset("ids", shape=(n,), dtype=h5py.string_dtype(), chunks=(rows,))
+                f.create_dataset("embeddings", shape=(n, dim), dtype="f4", chunks=(rows, dim))
+                f.create_dataset(_WRITTEN, shape=(n,), dtype="u1", fillvalue=0)
+                f.attrs.update(
+                    {
+                        "format": FORMAT,
+                        "format_version": FORMAT_VERSION,
+                        "fingerprint": fingerprint,
+                        "dim": dim,
+                        "n": n,
+                        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                        "source": str(source),
+                        "corpus_hash": str(corpus_hash),
+                        _OVERWRITE: bool(overwrite),
+                    }
+                )
+        except BaseException:
+            _unlink(tmp)
+            raise
+        return StoreWriter(path=final, tmp_path=tmp, n=n, dim=dim)

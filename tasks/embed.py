@@ -1,0 +1,45 @@
+"""Embed one chunk through the cached encoder (cache hits read, misses encoded)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from embetter_core.cache import CachedEncoder
+from embetter_core.spec import EncoderSpec
+from tasks.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER
+
+_ENCODERS: dict[tuple[str, str], CachedEncoder] = {}
+_LOCK = threading.Lock()
+
+
+def cached_encoder(spec: EncoderSpec, cache_dir: str) -> CachedEncoder:
+    """One cached encoder per (spec, cache folder) per process: the model loads once."""
+    key = (spec.model_dump_json(), cache_dir)
+    with _LOCK:
+        enc = _ENCODERS.get(key)
+        if enc is None:
+            enc = _ENCODERS[key] = CachedEncoder(name=cache_dir, encoder=spec.build())
+        return enc
+
+
+@task(
+    name="embed-chunk",
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_jitter_factor=RETRY_JITTER,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    task_run_name="embed-chunk-{start}",
+)
+def embed_chunk(
+    items: list[Any], start: int, spec: EncoderSpec, cache_dir: str
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Vectors for one chunk of items starting at row ``start``, and its cache hit counts."""
+    enc = cached_encoder(spec, cache_dir)
+    vectors = enc.transform(items)
+    return vectors, dict(enc.last_stats_)

@@ -1,0 +1,51 @@
+"""Persist: create the HDF5 store, write one chunk, commit it into place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from embetter_core import store
+from embetter_core.store import EmbeddingStore, StoreWriter
+from tasks.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER
+
+
+@task(name="create-store", cache_policy=NO_CACHE, persist_result=False)
+def create_store(
+    path: str, n: int, dim: int, fingerprint: str, source: str, corpus_hash: str, chunk_rows: int
+) -> StoreWriter:
+    """Remove stale temporary files of killed runs, then start a temporary store."""
+    store.cleanup_stale(path)
+    return EmbeddingStore.create(
+        path,
+        n=n,
+        dim=dim,
+        fingerprint=fingerprint,
+        source=source,
+        corpus_hash=corpus_hash,
+        chunk_rows=chunk_rows,
+    )
+
+
+@task(
+    name="persist-chunk",
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_jitter_factor=RETRY_JITTER,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    task_run_name="persist-chunk-{start}",
+)
+def persist_chunk(writer: StoreWriter, start: int, ids: list[str], vectors: np.ndarray) -> int:
+    """Write one chunk's rows into the temporary store; returns the rows written."""
+    writer.write(start, ids, vectors)
+    return len(ids)
+
+
+@task(name="commit-store", cache_policy=NO_CACHE, persist_result=False)
+def commit_store(writer: StoreWriter) -> Path:
+    """Check every row was written and rename the store into place."""
+    return writer.commit()
