@@ -130,9 +130,9 @@ def check_outputs(params: EmbedParams) -> None:
 def check_backend(spec: EncoderSpec) -> None:
     """With Modal offload, stop before any work when no token or network is there."""
     if spec.backend == "modal":
-        from embetter_core.offload import check_modal_ready
+        from embetter_core.offload import APP_NAME, check_modal_ready
 
-        check_modal_ready()
+        check_modal_ready(APP_NAME)
 
 
 @flow(name="embed-corpus", validate_parameters=True)
@@ -276,6 +276,20 @@ def embed_and_persist(
     return writer, totals
 
 
+def dask_runner(address: str | None = None, n_workers: int = 2) -> Any:
+    """A ``DaskTaskRunner`` on an existing scheduler, or on a new process ``LocalCluster``.
+
+    Every worker needs this package installed and the cache folder on storage it can reach.
+    """
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1, "processes": True}
+    )
+
+
 # -- the command line ---------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -356,6 +370,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--gpu", default="any", help="Modal GPU type with --backend modal, e.g. A10G (default: any)"
     )
+    p.add_argument(
+        "--runner",
+        choices=["thread", "dask"],
+        default="thread",
+        help="Prefect task runner for embed_chunk: threads here, or a Dask cluster",
+    )
+    p.add_argument(
+        "--dask-address",
+        default=None,
+        help="with --runner dask: scheduler of an existing cluster, e.g. tcp://HOST:8786 "
+        "(default: start a LocalCluster)",
+    )
+    p.add_argument(
+        "--dask-workers",
+        type=int,
+        default=2,
+        help="with --runner dask and no address: LocalCluster worker processes (default: 2)",
+    )
+    p.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=None,
+        help="chunks encoded at once (default: 1, or 2 per Dask worker)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     return p
 
@@ -380,9 +418,16 @@ def main(argv: list[str] | None = None) -> int:
         "backend": args.backend,
         "gpu": args.gpu,
         "progress_bar": sys.stderr.isatty() and not args.no_progress,
+        "max_in_flight": args.max_in_flight
+        or (2 * args.dask_workers if args.runner == "dask" else 1),
     }
+    flow_fn = embed_corpus
+    if args.runner == "dask":
+        flow_fn = embed_corpus.with_options(
+            task_runner=dask_runner(args.dask_address, args.dask_workers)
+        )
     try:
-        result = embed_corpus(**kwargs)
+        result = flow_fn(**kwargs)
     except Exception as exc:  # the flow run has logged the traceback; say what went wrong
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

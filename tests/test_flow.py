@@ -1,0 +1,252 @@
+"""The embed-corpus flow end to end, its CLI, bad inputs and crash-resume."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import diskcache
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows.embed_corpus import DEMO_CORPUS, build_parser, cache_folder, embed_corpus
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def demo_rows(n: int) -> pd.DataFrame:
+    frame = pd.read_csv(DEMO_CORPUS, keep_default_na=False, dtype=str)
+    return frame.head(n)[["package", "source", "text"]].reset_index(drop=True)
+
+
+@pytest.fixture
+def small_csv(tmp_path) -> Path:
+    frame = demo_rows(30)
+    frame.loc[len(frame)] = ["copy-of-first", "x", frame.loc[0, "text"]]  # an exact duplicate
+    path = tmp_path / "small.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url(prefect_harness) -> str:
+    """The harness server's URL, for CLI subprocesses (no server start of their own)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
+
+
+def run_flow(tmp_path: Path, input_path: Path, **kwargs):
+    defaults = {
+        "input_path": str(input_path),
+        "output": str(tmp_path / "out" / "emb.h5"),
+        "cache_dir": str(tmp_path / "cache"),
+        "report_dir": str(tmp_path / "report"),
+        "chunk_size": 8,
+    }
+    return embed_corpus(**{**defaults, **kwargs})
+
+
+@pytest.mark.slow
+def test_flow_end_to_end(prefect_harness, tmp_path, small_csv, sentence_encoder):
+    result = run_flow(tmp_path, small_csv, id_column="package", threshold=0.9)
+    frame = pd.read_csv(small_csv, keep_default_na=False, dtype=str)
+
+    with h5py.File(result.store_path) as f:
+        ids = [i.decode() for i in f["ids"][:]]
+        vectors = f["embeddings"][:]
+        assert f.attrs["fingerprint"] == sentence_encoder.fingerprint()
+        assert f.attrs["dim"] == 384
+    assert ids == frame["package"].tolist()  # every id once, in input order
+    np.testing.assert_allclose(vectors, sentence_encoder.transform(frame["text"]), atol=1e-5)
+    assert not list((tmp_path / "out").glob(".*.tmp"))  # no temporary file left
+
+    assert result.rows == 31 and result.cache_misses == 30 and result.cache_hits == 1
+    assert result.dedupe_method == "exact"
+    with open(result.pairs_csv, newline="") as fh:
+        pairs = list(csv.DictReader(fh))
+    assert pairs and list(pairs[0]) == ["id_a", "id_b", "score", "text_a", "text_b"]
+    exact = [p for p in pairs if {p["id_a"], p["id_b"]} == {frame["package"][0], "copy-of-first"}]
+    assert len(exact) == 1 and float(exact[0]["score"]) > 0.999
+    page = Path(result.report_html).read_text()
+    assert "data:image/png;base64," in page and "copy-of-first" in page
+
+    # a rerun reads everything from the cache and writes the same store
+    again = run_flow(tmp_path, small_csv, id_column="package", threshold=0.9)
+    assert (again.cache_hits, again.cache_misses) == (31, 0)
+    with h5py.File(again.store_path) as f:
+        np.testing.assert_array_equal(f["embeddings"][:], vectors)
+
+
+@pytest.mark.slow
+def test_flow_publishes_artifacts(prefect_harness, tmp_path, small_csv):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    run_flow(tmp_path, small_csv)
+
+    async def latest(key: str):
+        async with get_client() as client:
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            )
+            return found[-1]
+
+    import asyncio
+
+    summary = asyncio.run(latest("embed-corpus-summary"))
+    assert "Near-duplicate report" in summary.data and "small.csv" in summary.data
+    table = asyncio.run(latest("embed-corpus-top-pairs"))
+    assert "score" in str(table.data) and "text_a" in str(table.data)
+    progress = asyncio.run(latest("embed-corpus-progress"))
+    assert float(progress.data) == pytest.approx(100.0)
+
+
+@pytest.mark.slow
+def test_bad_inputs_give_clear_errors_and_lose_nothing(prefect_harness, tmp_path, small_csv):
+    with pytest.raises(Exception, match=r"txt.*(package|text)"):
+        run_flow(tmp_path, small_csv, text_column="txt")
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("key,text\na,first text\nb,\na,again\nc,fine\n")
+    with pytest.raises(ValueError, match=r"row 1.*'b'") as err:
+        run_flow(tmp_path, bad, id_column="key")
+    assert "row 2" in str(err.value)  # the duplicate id is named too
+    result = run_flow(tmp_path, bad, id_column="key", skip_invalid=True)
+    assert result.rows == 2 and result.skipped == 2
+    assert "empty text" in Path(result.report_html).read_text()
+
+    # an unwritable output folder fails before any work: nothing is read or encoded
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a folder should be")
+    cache_root = tmp_path / "cache-unused"
+    with pytest.raises(OSError, match="not-a-dir"):
+        run_flow(tmp_path, small_csv, output=str(blocker / "emb.h5"), cache_dir=str(cache_root))
+    assert not cache_root.exists()
+
+    with pytest.raises(Exception, match=r"\.h5"):
+        run_flow(tmp_path, small_csv, output=str(tmp_path / "emb.csv"))
+
+
+def test_cli_help_documents_every_option():
+    text = build_parser().format_help()
+    for option in [
+        "--text-column",
+        "--id-column",
+        "--encoder",
+        "--model",
+        "--output",
+        "--cache-dir",
+        "--chunk-size",
+        "--threshold",
+        "--report-dir",
+        "--skip-invalid",
+        "--dedupe-method",
+        "--backend",
+        "--gpu",
+        "--runner",
+        "--dask-address",
+    ]:
+        assert option in text
+    for action in build_parser()._actions:
+        assert action.help, f"{action.option_strings} has no help"
+
+
+def cli(args: list[str], api_url: str, **popen) -> subprocess.Popen:
+    env = {**os.environ, "PREFECT_API_URL": api_url, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.embed_corpus", *args, "--no-progress"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
+
+
+@pytest.mark.slow
+def test_cli_prints_output_paths(prefect_api_url, tmp_path, small_csv):
+    args = [
+        str(small_csv),
+        "--output",
+        str(tmp_path / "a.h5"),
+        "--report-dir",
+        str(tmp_path / "rep"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--chunk-size",
+        "16",
+    ]
+    proc = cli(args, prefect_api_url)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert f"embeddings: {tmp_path / 'a.h5'}" in out
+    assert f"pairs:      {tmp_path / 'rep' / 'pairs.csv'}" in out
+    assert f"report:     {tmp_path / 'rep' / 'report.html'}" in out
+    assert "cache: 30 hits" not in out and "30 misses" in out
+
+    proc = cli([str(tmp_path / "missing.csv"), "--output", str(tmp_path / "b.h5")], prefect_api_url)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1 and "missing.csv" in out and "error:" in out
+
+
+@pytest.mark.slow
+def test_crash_resume(prefect_api_url, tmp_path, sentence_encoder):
+    frame = demo_rows(360)
+    corpus = tmp_path / "corpus.csv"
+    frame.to_csv(corpus, index=False)
+    output, cache_root = tmp_path / "out" / "emb.h5", tmp_path / "cache"
+    args = [
+        str(corpus),
+        "--id-column",
+        "package",
+        "--output",
+        str(output),
+        "--cache-dir",
+        str(cache_root),
+        "--report-dir",
+        str(tmp_path / "rep"),
+        "--chunk-size",
+        "30",
+    ]
+    from embetter_core.spec import EncoderSpec
+
+    folder = Path(cache_folder(str(cache_root), EncoderSpec()))
+
+    def cached_count() -> int:
+        if not (folder / "cache.db").exists():
+            return 0
+        with diskcache.Cache(str(folder)) as c:
+            return len(c) - 1  # less the fingerprint
+
+    first = cli(args, prefect_api_url)
+    deadline = time.time() + 600
+    while cached_count() < 60:  # two chunks done: kill in the middle of embedding
+        assert first.poll() is None, first.stdout.read()
+        assert time.time() < deadline, "the first run never got going"
+        time.sleep(0.5)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    done = cached_count()
+    assert 60 <= done < 360
+    assert not output.exists()  # the final path never holds a partial file
+    assert list(output.parent.glob(f".{output.name}.*.tmp"))  # the killed run's temp file
+
+    second = cli(args, prefect_api_url)
+    out, _ = second.communicate(timeout=900)
+    assert second.returncode == 0, out
+    assert f"cache: {done} hits, {360 - done} misses" in out
+    with h5py.File(output) as f:
+        ids = [i.decode() for i in f["ids"][:]]
+        vectors = f["embeddings"][:]
+    assert ids == frame["package"].tolist()
+    np.testing.assert_allclose(vectors, sentence_encoder.transform(frame["text"]), atol=1e-5)
+    assert not list(output.parent.glob(f".{output.name}.*.tmp"))  # stale temp file cleaned
