@@ -11,6 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import json  # noqa: E402
+
 import pytest  # noqa: E402
 
 
@@ -42,3 +44,34 @@ def texts() -> list[str]:
         "A fast embedding cache for text corpora.",
         "Near-duplicate detection with cosine similarity.",
     ]
+
+
+TINY_CLIP = "embetter-tiny-clip"
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A registered tiny architecture, its random weights in memory and as a checkpoint."""
+    import open_clip
+    import torch
+
+    folder = tmp_path_factory.mktemp("tiny_clip")
+    config = folder / f"{TINY_CLIP}.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms(TINY_CLIP)
+    model.eval()
+    checkpoint = folder / "tiny.pt"
+    torch.save(model.state_dict(), checkpoint)
+    return {
+        "model": model,
+        "preprocess": preprocess,
+        "tokenizer": open_clip.get_tokenizer(TINY_CLIP),
+        "checkpoint": checkpoint,
+    }

@@ -22,36 +22,9 @@ from sklearn.pipeline import make_pipeline
 
 from embetter_core import ClipEncoder, FingerprintMismatchError, ImageLoader, cached
 from embetter_core.vision import UnreadableImageError
+from tests.conftest import TINY_CLIP
 
-TINY = "embetter-tiny-clip"
-TINY_CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    """A registered tiny architecture, its random weights in memory and as a checkpoint."""
-    import open_clip
-    import torch
-
-    folder = tmp_path_factory.mktemp("tiny_clip")
-    config = folder / f"{TINY}.json"
-    config.write_text(json.dumps(TINY_CONFIG))
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    model, _, preprocess = open_clip.create_model_and_transforms(TINY)
-    model.eval()
-    checkpoint = folder / "tiny.pt"
-    torch.save(model.state_dict(), checkpoint)
-    return {
-        "model": model,
-        "preprocess": preprocess,
-        "tokenizer": open_clip.get_tokenizer(TINY),
-        "checkpoint": checkpoint,
-    }
+TINY = TINY_CLIP
 
 
 @pytest.fixture(scope="module")
