@@ -1,0 +1,938 @@
+"""Near-duplicate search over embeddings, and the :class:`DuplicateReport` it returns.
+
+``find_duplicates(embeddings, ids, threshold)`` finds every pair of rows whose cosine
+similarity is at least ``threshold``, groups them into clusters (connected components), keeps
+one row per cluster and lists the others with the kept row they duplicate.
+
+Two engines, both complete (no cap on neighbours, so a cluster of any size is found whole):
+
+- ``"exact"``: blocked matrix products over the upper triangle of the normalised float32
+  matrix; memory stays at one tile per worker whatever ``n`` is.
+- ``"ann"``: cluster-blocked exact search. faiss k-means splits the rows into cells; every
+  row is compared, with the same blocked products, to the members of its ``nprobe`` nearest
+  cells. A pair is missed only when neither row probes the other's cell. The report carries a
+  recall estimate from an exact check of a stratified sample of rows.
+
+``"auto"`` runs exact up to :data:`AUTO_EXACT_MAX_ROWS` rows and ann above (the crossover
+measured by ``python -m benchmarks.dedupe``).
+
+Every candidate pair down to ``floor`` (below the threshold) is kept with its score, so
+``report.rethreshold(t)`` moves the threshold either way without touching the vectors.
+
+Results do not depend on the row order: rows are processed in the order of their ids, and each
+candidate's score is recomputed from its two rows alone.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+DEFAULT_THRESHOLD = 0.9
+#: Below this many rows ``method="auto"`` runs the exact engine (measured crossover).
+AUTO_EXACT_MAX_ROWS = 150_000
+METHODS = ("auto", "exact", "ann")
+#: Candidates are screened this far below the floor in float32, then rescored exactly.
+_SCREEN_SLACK = 1e-4
+_READ_BLOCK = 65_536
+
+
+class DuplicateSearchError(ValueError):
+    """Bad input to :func:`find_duplicates` (non-finite rows, wrong ids, bad parameters)."""
+
+
+# ----------------------------------------------------------------------------------------
+# The report
+# ----------------------------------------------------------------------------------------
+@dataclass
+class DuplicateReport:
+    """What :func:`find_duplicates` found: pairs, clusters, and what to keep.
+
+    Attributes:
+        ids: the row ids, in input order.
+        threshold: the cosine similarity a pair needs to count as a duplicate.
+        method: the engine that ran, ``"exact"`` or ``"ann"``.
+        pairs: ``(id_a, id_b, score)`` with ``score >= threshold``, highest score first; ties
+            are ordered by id, and ``id_a`` sorts before ``id_b``.
+        clusters: connected components of the pairs, largest first; each lists its ids in id
+            order, the kept id first.
+        removed: for every other cluster member, ``id -> (kept id, score)``: the cosine of
+            the two rows, or NaN when it is below ``floor`` (the row joined the cluster
+            through a chain of duplicates).
+        exact_groups: groups of ids with identical texts (or, without texts, bitwise
+            identical vectors), largest first.
+        nearest: each row's best neighbour similarity, input order (float32). NaN for zero
+            vectors and for ``n < 2``; for ``"ann"`` it is the best among the rows it
+            compared with (the true one whenever that neighbour lies in a probed cell).
+        recall_estimate: share of the pairs at ``threshold`` that were found: 1.0 for
+            exact; for ann estimated from an exact check of ``recall_sample`` rows (NaN when
+            that sample holds no pair).
+        zero_vector_ids: ids of all-zero rows; they match nothing.
+        floor: the lowest threshold ``rethreshold`` accepts (candidates are kept down to it).
+
+    >>> import numpy as np
+    >>> vecs = np.array([[1, 0], [0.96, 0.28], [0, 1], [0, 0]], dtype=np.float32)
+    >>> report = find_duplicates(vecs, ids=["a", "b", "c", "d"], threshold=0.9)
+    >>> report.pairs
+    [('a', 'b', 0.96)]
+    >>> report.removed, report.zero_vector_ids
+    ({'b': ('a', 0.96)}, ['d'])
+    >>> report.rethreshold(0.97).pairs
+    []
+    """
+
+    ids: list[Any]
+    threshold: float
+    method: str
+    pairs: list[tuple[Any, Any, float]]
+    clusters: list[list[Any]]
+    removed: dict[Any, tuple[Any, float]]
+    exact_groups: list[list[Any]]
+    nearest: np.ndarray
+    recall_estimate: float
+    zero_vector_ids: list[Any]
+    floor: float
+    params: dict[str, Any] = field(default_factory=dict)
+    # Candidate pairs >= floor as input-row indices (rank a < rank b), sorted like `pairs`.
+    _cand: tuple[np.ndarray, np.ndarray, np.ndarray] = field(repr=False, default=None)
+    _rank: np.ndarray = field(repr=False, default=None)
+    _recall: dict[str, np.ndarray] | None = field(repr=False, default=None)
+
+    @property
+    def n(self) -> int:
+        """The number of rows searched."""
+        return len(self.ids)
+
+    @property
+    def n_candidates(self) -> int:
+        """Candidate pairs kept (score >= ``floor``)."""
+        return len(self._cand[2])
+
+    @property
+    def selected(self) -> list[Any]:
+        """The ids that remain after removing duplicates, in input order."""
+        return [i for i in self.ids if i not in self.removed]
+
+    def rethreshold(self, threshold: float) -> DuplicateReport:
+        """The report at another threshold (up, or down to ``floor``), from kept candidates.
+
+        >>> import numpy as np
+        >>> vecs = np.array([[1, 0], [0.95, 0.31], [0, 1]], dtype=np.float32)
+        >>> report = find_duplicates(vecs, threshold=0.99, floor=0.9)
+        >>> len(report.pairs), len(report.rethreshold(0.94).pairs)
+        (0, 1)
+        """
+        threshold = float(threshold)
+        if not self.floor <= threshold <= 1.0:
+            raise DuplicateSearchError(
+                f"threshold {threshold} is outside [{self.floor}, 1]: candidates were kept "
+                f"down to floor={self.floor}; run find_duplicates again with floor <= {threshold}"
+            )
+        return _assemble(
+            self.ids,
+            self._rank,
+            self._cand,
+            threshold=threshold,
+            floor=self.floor,
+            method=self.method,
+            nearest=self.nearest,
+            zero_rows=np.flatnonzero(_isin_ids(self.ids, self.zero_vector_ids)),
+            exact_groups=self.exact_groups,
+            recall=self._recall,
+            params=self.params,
+        )
+
+    def pairs_frame(self) -> Any:
+        """The pairs as a pandas DataFrame with columns id_a, id_b, score."""
+        import pandas as pd
+
+        return pd.DataFrame(self.pairs, columns=["id_a", "id_b", "score"])
+
+    def to_frame(self) -> Any:
+        """One row per input row (input order) as a pandas DataFrame.
+
+        Columns: ``id``, ``kept`` (False for removed rows), ``duplicate_of`` (kept id or
+        None), ``score`` (similarity to it), ``cluster`` (index into ``clusters`` or -1),
+        ``exact_group`` (index into ``exact_groups`` or -1), ``nearest``, ``zero_vector``.
+        """
+        import pandas as pd
+
+        cluster_of = {i: c for c, members in enumerate(self.clusters) for i in members}
+        group_of = {i: g for g, members in enumerate(self.exact_groups) for i in members}
+        zero = set(self.zero_vector_ids)
+        dup = [self.removed.get(i) for i in self.ids]
+        return pd.DataFrame(
+            {
+                "id": self.ids,
+                "kept": [d is None for d in dup],
+                "duplicate_of": [None if d is None else d[0] for d in dup],
+                "score": [math.nan if d is None else d[1] for d in dup],
+                "cluster": [cluster_of.get(i, -1) for i in self.ids],
+                "exact_group": [group_of.get(i, -1) for i in self.ids],
+                "nearest": self.nearest,
+                "zero_vector": [i in zero for i in self.ids],
+            }
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The headline counts, for logs and report pages."""
+        return {
+            "rows": self.n,
+            "method": self.method,
+            "threshold": self.threshold,
+            "pairs": len(self.pairs),
+            "clusters": len(self.clusters),
+            "largest_cluster": max((len(c) for c in self.clusters), default=0),
+            "removed": len(self.removed),
+            "kept": self.n - len(self.removed),
+            "exact_duplicate_groups": len(self.exact_groups),
+            "exact_duplicate_rows": sum(len(g) for g in self.exact_groups),
+            "zero_vectors": len(self.zero_vector_ids),
+            "recall_estimate": self.recall_estimate,
+        }
+
+
+# ----------------------------------------------------------------------------------------
+# The entry point
+# ----------------------------------------------------------------------------------------
+def find_duplicates(
+    embeddings: Any,
+    ids: Sequence[Hashable] | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    method: str = "auto",
+    texts: Sequence[str] | Mapping[Hashable, str] | None = None,
+    *,
+    floor: float | None = None,
+    nprobe: int = 4,
+    nlist: int | None = None,
+    recall_sample: int = 500,
+    n_jobs: int = 1,
+    blas_threads: int | None = 1,
+    block_size: int = 1024,
+    max_candidates: int = 50_000_000,
+    seed: int = 0,
+) -> DuplicateReport:
+    """Find near-duplicate rows of ``embeddings`` by cosine similarity.
+
+    Args:
+        embeddings: ``(n, d)`` array-like, or an ``h5py.Dataset`` (read in blocks).
+        ids: one hashable id per row (default: row numbers); must be unique.
+        threshold: cosine similarity at or above which two rows are duplicates, in (0, 1].
+        method: ``"exact"``, ``"ann"`` or ``"auto"`` (exact up to ``AUTO_EXACT_MAX_ROWS``).
+        texts: the rows' texts (a sequence in row order, or a mapping id -> text); identical
+            texts form the exact-duplicate groups. Without it, bitwise identical vectors do.
+        floor: keep candidates down to this score for ``rethreshold`` (default
+            ``max(threshold - 0.1, threshold / 2)``).
+        nprobe: ann only: cells each row is compared with.
+        nlist: ann only: number of k-means cells (default ``sqrt(nprobe * n)``).
+        recall_sample: ann only: rows checked exactly to estimate recall.
+        n_jobs: worker threads over blocks.
+        blas_threads: BLAS threads per worker during the search (None leaves it as is).
+        block_size: rows per tile side (a tile is ``block_size x 4 * block_size`` floats).
+        max_candidates: raise instead of holding more candidate pairs than this.
+        seed: seed for the ann k-means and the recall sample.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> vecs = rng.normal(size=(100, 16)).astype(np.float32)
+    >>> vecs[7] = vecs[3] + 0.01
+    >>> find_duplicates(vecs, threshold=0.95).clusters
+    [[3, 7]]
+    """
+    threshold, floor = _check_params(threshold, floor, method, nprobe, n_jobs, block_size)
+    matrix, n = _input_shape(embeddings)
+    ids_list = _check_ids(ids, n)
+    text_list = _check_texts(texts, ids_list)
+    rank, order = _canonical_order(ids_list)
+
+    X, bad_rows, zero_rows = _load_normalised(matrix, n, rank)
+    if len(bad_rows):
+        shown = ", ".join(f"{ids_list[r]!r} (row {r})" for r in bad_rows[:10])
+        more = f" and {len(bad_rows) - 10} more" if len(bad_rows) > 10 else ""
+        raise DuplicateSearchError(
+            f"{len(bad_rows)} embedding rows contain NaN or inf: {shown}{more}"
+        )
+
+    chosen = method
+    if method == "auto":
+        chosen = "exact" if n <= AUTO_EXACT_MAX_ROWS else "ann"
+    params = {
+        "requested_method": method,
+        "nprobe": nprobe,
+        "nlist": nlist,
+        "recall_sample": recall_sample,
+        "n_jobs": n_jobs,
+        "blas_threads": blas_threads,
+        "block_size": block_size,
+        "seed": seed,
+    }
+    nearest_c = np.full(n, -np.inf, dtype=np.float32)  # canonical order
+    recall = None
+    screen = np.float32(floor - _SCREEN_SLACK)
+    with _blas_limit(blas_threads, with_faiss=chosen == "ann"):
+        if n < 2:
+            lo = hi = np.empty(0, dtype=np.int64)
+        elif chosen == "exact":
+            lo, hi = _exact_search(X, screen, nearest_c, block_size, n_jobs, max_candidates)
+        else:
+            cells = nlist or max(1, int(round(math.sqrt(nprobe * n))))
+            cells = min(cells, max(1, n // 4))
+            params["nlist"] = cells
+            lo, hi = _ann_search(
+                X, screen, nearest_c, cells, nprobe, block_size, n_jobs, max_candidates, seed
+            )
+        scores = _rescore(X, lo, hi)
+        keep = scores >= floor
+        lo, hi, scores = lo[keep], hi[keep], scores[keep]
+        if chosen == "ann" and n >= 2:
+            recall = _recall_sample(X, lo, hi, floor, recall_sample, seed, block_size)
+            # the sampled rows' exact nearest neighbours are known now
+            nearest_c[recall["rows"]] = recall["nearest"]
+
+    nearest_c[~np.isfinite(nearest_c)] = np.nan
+    nearest_c[rank[zero_rows]] = np.nan
+    nearest = nearest_c[rank]
+    if recall is not None:  # back to input rows
+        recall = {**recall, "rows": order[recall["rows"]], "other": order[recall["other"]]}
+
+    # candidates as input rows, canonical pair order (rank a < rank b), sorted by score
+    sort = np.lexsort((hi, lo, -scores))
+    cand = (order[lo[sort]], order[hi[sort]], scores[sort])
+
+    if text_list is not None:
+        exact_groups = _groups_by_key(text_list, ids_list, rank)
+    else:
+        exact_groups = _identical_rows(matrix, cand, ids_list, rank)
+    return _assemble(
+        ids_list,
+        rank,
+        cand,
+        threshold=threshold,
+        floor=floor,
+        method=chosen,
+        nearest=nearest,
+        zero_rows=zero_rows,
+        exact_groups=exact_groups,
+        recall=recall,
+        params=params,
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# Input checks
+# ----------------------------------------------------------------------------------------
+def _check_params(
+    threshold: float,
+    floor: float | None,
+    method: str,
+    nprobe: int,
+    n_jobs: int,
+    block_size: int,
+) -> tuple[float, float]:
+    threshold = float(threshold)
+    if not 0.0 < threshold <= 1.0:
+        raise DuplicateSearchError(f"threshold must be in (0, 1], got {threshold}")
+    floor = max(threshold - 0.1, threshold / 2) if floor is None else float(floor)
+    if not 0.0 < floor <= threshold:
+        raise DuplicateSearchError(f"floor must be in (0, threshold={threshold}], got {floor}")
+    if method not in METHODS:
+        raise DuplicateSearchError(f"method must be one of {METHODS}, got {method!r}")
+    for name, value in (("nprobe", nprobe), ("n_jobs", n_jobs), ("block_size", block_size)):
+        if int(value) < 1:
+            raise DuplicateSearchError(f"{name} must be >= 1, got {value}")
+    return threshold, floor
+
+
+def _input_shape(embeddings: Any) -> tuple[Any, int]:
+    """Return a sliceable 2-D matrix (ndarray or h5py Dataset) and its row count."""
+    if _is_h5_dataset(embeddings):
+        matrix = embeddings
+    else:
+        try:
+            matrix = np.asarray(embeddings)
+        except (TypeError, ValueError) as exc:
+            raise DuplicateSearchError(f"embeddings must be a 2-D numeric array: {exc}") from None
+        if matrix.ndim == 1 and matrix.size == 0:
+            matrix = matrix.reshape(0, 0)
+    if len(matrix.shape) != 2:
+        raise DuplicateSearchError(
+            f"embeddings must be 2-D (n rows, d dims), got shape {tuple(matrix.shape)}"
+        )
+    dtype = np.dtype(matrix.dtype)
+    if dtype.kind not in "fiub":
+        raise DuplicateSearchError(f"embeddings must be numeric, got dtype {dtype}")
+    if matrix.shape[0] > 0 and matrix.shape[1] == 0:
+        raise DuplicateSearchError("embeddings have 0 dimensions")
+    return matrix, int(matrix.shape[0])
+
+
+def _is_h5_dataset(obj: Any) -> bool:
+    return type(obj).__module__.startswith("h5py") and hasattr(obj, "shape")
+
+
+def _check_ids(ids: Sequence[Hashable] | None, n: int) -> list[Any]:
+    if ids is None:
+        return list(range(n))
+    values = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+    if len(values) != n:
+        raise DuplicateSearchError(
+            f"ids has length {len(values)} but embeddings have {n} rows; give one id per row"
+        )
+    seen: dict[Any, int] = {}
+    for pos, value in enumerate(values):
+        try:
+            first = seen.setdefault(value, pos)
+        except TypeError:
+            raise DuplicateSearchError(
+                f"id at position {pos} is unhashable ({type(value).__name__})"
+            ) from None
+        if first != pos:
+            raise DuplicateSearchError(
+                f"ids must be unique: {value!r} is at positions {first} and {pos}"
+            )
+    return values
+
+
+def _check_texts(
+    texts: Sequence[str] | Mapping[Hashable, str] | None, ids: list[Any]
+) -> list[str] | None:
+    if texts is None:
+        return None
+    if isinstance(texts, Mapping):
+        missing = [i for i in ids if i not in texts]
+        if missing:
+            raise DuplicateSearchError(
+                f"texts has no entry for {len(missing)} ids, first {missing[:5]!r}"
+            )
+        return [texts[i] for i in ids]
+    values = texts.tolist() if hasattr(texts, "tolist") else list(texts)
+    if len(values) != len(ids):
+        raise DuplicateSearchError(
+            f"texts has length {len(values)} but embeddings have {len(ids)} rows"
+        )
+    return values
+
+
+def _canonical_order(ids: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``order``: input rows sorted by id; ``rank``: each input row's place in that order."""
+    n = len(ids)
+    if all(isinstance(i, str) for i in ids):
+        order = np.argsort(np.array(ids, dtype=str), kind="stable")
+    elif all(isinstance(i, int | float | np.integer | np.floating) for i in ids):
+        order = np.argsort(np.array(ids), kind="stable")
+    else:  # mixed types: by type name, then text
+        order = np.array(
+            sorted(range(n), key=lambda i: (type(ids[i]).__name__, str(ids[i]))), dtype=np.int64
+        )
+    order = order.astype(np.int64, copy=False)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    return rank, order
+
+
+def _load_normalised(
+    matrix: Any, n: int, rank: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit-norm float32 rows in canonical order; zero and non-finite rows stay zero.
+
+    Returns the matrix, the input rows with NaN / inf and the all-zero input rows.
+    """
+    d = int(matrix.shape[1]) if n else 0
+    X = np.empty((n, d), dtype=np.float32)
+    in_order = bool(np.array_equal(rank, np.arange(n)))
+    wide = np.dtype(matrix.dtype) == np.float64  # normalise float64 input before narrowing
+    bad: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
+    zero: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
+    for start in range(0, n, _READ_BLOCK):
+        chunk = np.asarray(matrix[start : start + _READ_BLOCK])
+        for sub in range(0, len(chunk), 8192):  # cache-sized pieces
+            first = start + sub
+            block = chunk[sub : sub + 8192]
+            if not wide:
+                block = block.astype(np.float32, copy=False)
+            finite = np.isfinite(block).all(axis=1)
+            if not finite.all():
+                bad.append(np.flatnonzero(~finite) + first)
+                block = np.where(finite[:, None], block, 0)
+            norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+            is_zero = norms == 0
+            if is_zero.any():
+                zero.append(np.flatnonzero(is_zero & finite) + first)
+                norms[is_zero] = 1.0
+            if wide:
+                unit = (block / norms[:, None]).astype(np.float32)
+            else:
+                unit = block * (1.0 / norms).astype(np.float32)[:, None]
+            if in_order:
+                X[first : first + len(block)] = unit
+            else:
+                X[rank[first : first + len(block)]] = unit
+    return X, np.concatenate(bad), np.concatenate(zero)
+
+
+def _identical_rows(
+    matrix: Any,
+    cand: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ids: list[Any],
+    rank: np.ndarray,
+) -> list[list[Any]]:
+    """Groups of bitwise identical rows. Identical rows score 1, so only the rows of
+    candidate pairs scoring ~1 are read back and hashed."""
+    import hashlib
+
+    a, b, s = cand
+    near = s >= np.float32(0.9999)
+    rows = np.unique(np.concatenate([a[near], b[near]]))
+    if not len(rows):
+        return []
+    raw = np.asarray(matrix[rows.tolist()] if _is_h5_dataset(matrix) else matrix[rows])
+    keys: list[Any] = [None] * len(ids)
+    for row, values in zip(rows.tolist(), np.ascontiguousarray(raw), strict=True):
+        keys[row] = hashlib.blake2b(values.tobytes(), digest_size=16).digest()
+    return _groups_by_key(keys, ids, rank)
+
+
+# ----------------------------------------------------------------------------------------
+# The engines
+# ----------------------------------------------------------------------------------------
+class _blas_limit:
+    """Limit BLAS threads (threadpoolctl) and, for ann, faiss's OpenMP threads inside the
+    block; restore both after."""
+
+    def __init__(self, threads: int | None, with_faiss: bool = False) -> None:
+        self.threads = threads
+        self.with_faiss = with_faiss
+        self._ctx: Any = None
+        self._faiss_threads: int | None = None
+
+    def __enter__(self) -> None:
+        if self.threads is None:
+            return
+        from threadpoolctl import threadpool_limits
+
+        self._ctx = threadpool_limits(limits=int(self.threads), user_api="blas")
+        if self.with_faiss:
+            import faiss
+
+            self._faiss_threads = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(int(self.threads))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._ctx is not None:
+            self._ctx.restore_original_limits()
+        if self._faiss_threads is not None:
+            import faiss
+
+            faiss.omp_set_num_threads(self._faiss_threads)
+
+
+def _run(tasks: Iterator[Callable[[], Any]], n_jobs: int) -> Iterator[Any]:
+    """Run tasks in order on ``n_jobs`` threads, yielding results in task order."""
+    if n_jobs <= 1:
+        for task in tasks:
+            yield task()
+        return
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        pending = []
+        for task in tasks:
+            pending.append(pool.submit(task))
+            if len(pending) >= 2 * n_jobs:
+                yield pending.pop(0).result()
+        for fut in pending:
+            yield fut.result()
+
+
+class _Collector:
+    """Accumulates candidate pairs (canonical rows, lo < hi), bounded by ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.lo: list[np.ndarray] = []
+        self.hi: list[np.ndarray] = []
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+        if not len(a):
+            return
+        self.count += len(a)
+        if self.count > self.limit:
+            raise DuplicateSearchError(
+                f"more than max_candidates={self.limit} candidate pairs above the floor: "
+                "raise the threshold or the floor, or raise max_candidates"
+            )
+        self.lo.append(np.minimum(a, b))
+        self.hi.append(np.maximum(a, b))
+
+    def result(self, unique: bool) -> tuple[np.ndarray, np.ndarray]:
+        if not self.lo:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty
+        lo = np.concatenate(self.lo).astype(np.int64)
+        hi = np.concatenate(self.hi).astype(np.int64)
+        if unique:
+            n = int(hi.max()) + 1
+            keys = np.unique(lo * n + hi)
+            lo, hi = keys // n, keys % n
+        return lo, hi
+
+
+_buffers = threading.local()
+
+
+def _tile(
+    Xq: np.ndarray, Xm: np.ndarray, screen: np.float32, diag_offset: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One tile of similarities: (row max, col max, hit rows, hit cols).
+
+    ``diag_offset``: when not None, tile entry (r, c) with ``c <= r + diag_offset`` is masked
+    (the lower triangle and the diagonal of the full matrix).
+    """
+    # A reused per-thread buffer: a fresh 16 MB result per tile costs page faults.
+    size = len(Xq) * len(Xm)
+    buf = getattr(_buffers, "tile", None)
+    if buf is None or len(buf) < size:
+        buf = _buffers.tile = np.empty(size, dtype=np.float32)
+    sims = np.matmul(Xq, Xm.T, out=buf[:size].reshape(len(Xq), len(Xm)))
+    if diag_offset is not None:
+        r = np.arange(sims.shape[0])[:, None]
+        c = np.arange(sims.shape[1])[None, :]
+        sims[c <= r + diag_offset] = -np.inf
+    rowmax = sims.max(axis=1)
+    colmax = sims.max(axis=0)
+    rows = np.flatnonzero(rowmax >= screen)
+    if len(rows):
+        rr, cc = np.nonzero(sims[rows] >= screen)
+        return rowmax, colmax, rows[rr], cc
+    empty = np.empty(0, dtype=np.int64)
+    return rowmax, colmax, empty, empty
+
+
+def _exact_search(
+    X: np.ndarray,
+    screen: np.float32,
+    nearest: np.ndarray,
+    block: int,
+    n_jobs: int,
+    limit: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs above ``screen`` over the upper triangle, one row block per task."""
+    n = len(X)
+    cols = 4 * block
+
+    def row_block(i0: int) -> Callable[[], Any]:
+        def task() -> Any:
+            i1 = min(i0 + block, n)
+            rowmax = np.full(i1 - i0, -np.inf, dtype=np.float32)
+            colmax = np.full(n - i0, -np.inf, dtype=np.float32)
+            hits_a, hits_b = [], []
+            for j0 in range(i0, n, cols):
+                j1 = min(j0 + cols, n)
+                diag = (i0 - j0) if j0 == i0 else None
+                rmax, cmax, r, c = _tile(X[i0:i1], X[j0:j1], screen, diag)
+                np.maximum(rowmax, rmax, out=rowmax)
+                np.maximum(colmax[j0 - i0 : j1 - i0], cmax, out=colmax[j0 - i0 : j1 - i0])
+                hits_a.append(r + i0)
+                hits_b.append(c + j0)
+            return i0, rowmax, colmax, np.concatenate(hits_a), np.concatenate(hits_b)
+
+        return task
+
+    found = _Collector(limit)
+    for i0, rowmax, colmax, a, b in _run((row_block(i) for i in range(0, n, block)), n_jobs):
+        np.maximum(nearest[i0 : i0 + len(rowmax)], rowmax, out=nearest[i0 : i0 + len(rowmax)])
+        np.maximum(nearest[i0:], colmax, out=nearest[i0:])
+        found.add(a, b)
+    return found.result(unique=False)
+
+
+def _ann_search(
+    X: np.ndarray,
+    screen: np.float32,
+    nearest: np.ndarray,
+    nlist: int,
+    nprobe: int,
+    block: int,
+    n_jobs: int,
+    limit: int,
+    seed: int,
+    niter: int = 10,
+    train_per_cell: int = 32,
+    max_probe: int = 32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster-blocked exact search: each row against the members of its nearest cells."""
+    import faiss
+
+    n, d = X.shape
+    nprobe = min(nprobe, nlist)
+    rng = np.random.default_rng(seed)
+    train_n = min(n, max(train_per_cell * nlist, 10_000))
+    train = X[np.sort(rng.choice(n, size=train_n, replace=False))]
+    kmeans = faiss.Kmeans(
+        d,
+        nlist,
+        niter=niter,
+        spherical=True,
+        seed=seed,
+        min_points_per_centroid=1,
+        max_points_per_centroid=1 << 30,
+    )
+    kmeans.train(train)
+    centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+
+    # Each row visits its nprobe best cells, and also (up to max_probe) every cell whose
+    # centroid is at least `screen` similar to it: a dense cluster that k-means splits over
+    # many cells is still searched whole.
+    wide = min(nlist, max(nprobe, max_probe))
+    primary = np.empty(n, dtype=np.int64)
+    visit_rows, visit_cells = [], []
+    cells = faiss.IndexFlatIP(d)
+    cells.add(centroids)
+    for start in range(0, n, _READ_BLOCK):
+        rows = X[start : start + _READ_BLOCK]
+        top_s, top = cells.search(rows, nprobe)  # best first
+        more = np.flatnonzero(top_s[:, -1] >= screen)  # may have more cells above `screen`
+        if len(more) and wide > nprobe:
+            more_s, more_top = cells.search(rows[more], wide)
+            top_s = np.pad(top_s, ((0, 0), (0, wide - nprobe)), constant_values=-np.inf)
+            top = np.pad(top, ((0, 0), (0, wide - nprobe)), constant_values=-1)
+            top_s[more], top[more] = more_s, more_top
+        primary[start : start + len(top)] = top[:, 0]
+        visit = top_s[:, 1:] >= screen
+        visit[:, : nprobe - 1] = True
+        r, k = np.nonzero(visit)
+        visit_rows.append(r + start)
+        visit_cells.append(top[r, k + 1])
+    members = np.argsort(primary, kind="stable")
+    m_bounds = np.searchsorted(primary[members], np.arange(nlist + 1))
+    visit_rows_a = np.concatenate(visit_rows)
+    visit_cells_a = np.concatenate(visit_cells)
+    by_cell = np.argsort(visit_cells_a, kind="stable")
+    visitors = visit_rows_a[by_cell]
+    v_bounds = np.searchsorted(visit_cells_a[by_cell], np.arange(nlist + 1))
+
+    cols = 4 * block
+
+    def cell_task(c: int) -> Callable[[], Any]:
+        def task() -> Any:
+            mem = members[m_bounds[c] : m_bounds[c + 1]]
+            queries = np.concatenate([mem, visitors[v_bounds[c] : v_bounds[c + 1]]])
+            best = np.full(len(queries), -np.inf, dtype=np.float32)
+            hits_a, hits_b = [], []
+            # query blocks: the members first (their own upper triangle), then the visitors
+            starts = [*range(0, len(mem), block), *range(len(mem), len(queries), block)]
+            for j0 in range(0, len(mem), cols):
+                Xm = X[mem[j0 : j0 + cols]]
+                for i0 in starts:
+                    i1 = min(i0 + block, len(mem) if i0 < len(mem) else len(queries))
+                    diag = (i0 - j0) if i0 < len(mem) else None
+                    rmax, cmax, r, cc = _tile(X[queries[i0:i1]], Xm, screen, diag)
+                    np.maximum(best[i0:i1], rmax, out=best[i0:i1])
+                    # column maxima: each member's best among these queries (this covers the
+                    # masked lower triangle of the members' own block)
+                    span = slice(j0, j0 + len(cmax))
+                    np.maximum(best[span], cmax, out=best[span])
+                    hits_a.append(queries[r + i0])
+                    hits_b.append(mem[cc + j0])
+            return queries, best, hits_a, hits_b
+
+        return task
+
+    found = _Collector(limit)
+    for queries, best, hits_a, hits_b in _run((cell_task(c) for c in range(nlist)), n_jobs):
+        np.maximum.at(nearest, queries, best)
+        for a, b in zip(hits_a, hits_b, strict=True):
+            found.add(a, b)
+    return found.result(unique=True)
+
+
+def _rescore(X: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Each pair's cosine from its two rows alone (float64 sum, float32 result)."""
+    out = np.empty(len(lo), dtype=np.float32)
+    step = 8192  # small chunks stay in cache
+    for s in range(0, len(lo), step):
+        a = X[lo[s : s + step]].astype(np.float64)
+        b = X[hi[s : s + step]].astype(np.float64)
+        out[s : s + step] = np.clip(np.einsum("ij,ij->i", a, b), -1.0, 1.0)
+    return out
+
+
+def _recall_sample(
+    X: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    floor: float,
+    size: int,
+    seed: int,
+    block: int,
+) -> dict[str, np.ndarray]:
+    """Exact neighbours (>= floor) of a stratified row sample, to estimate ann recall.
+
+    Strata: rows with at least one candidate, and rows with none; each sampled row carries
+    the weight ``stratum size / stratum sample``.
+    """
+    n = len(X)
+    rng = np.random.default_rng(seed + 1)
+    has = np.zeros(n, dtype=bool)
+    has[lo] = True
+    has[hi] = True
+    rows_parts, weight_parts = [], []
+    strata = [np.flatnonzero(has), np.flatnonzero(~has)]
+    for k, stratum in enumerate(strata):
+        share = size - size // 2 if k == 0 else size // 2
+        take = min(len(stratum), share)
+        if take:
+            rows_parts.append(np.sort(rng.choice(stratum, size=take, replace=False)))
+            weight_parts.append(np.full(take, len(stratum) / take))
+    rows = np.concatenate(rows_parts)
+    weights = np.concatenate(weight_parts)
+    screen = np.float32(floor - _SCREEN_SLACK)
+    nearest = np.full(len(rows), -np.inf, dtype=np.float32)
+    other_parts, row_parts = [], []
+    Xs = X[rows]
+    for j0 in range(0, n, 8 * block):
+        sims = Xs @ X[j0 : j0 + 8 * block].T
+        own = (rows >= j0) & (rows < j0 + sims.shape[1])
+        sims[np.flatnonzero(own), rows[own] - j0] = -np.inf
+        np.maximum(nearest, sims.max(axis=1), out=nearest)
+        r, c = np.nonzero(sims >= screen)
+        row_parts.append(r)
+        other_parts.append(c + j0)
+    sample_pos = np.concatenate(row_parts)
+    other = np.concatenate(other_parts)
+    scores = _rescore(X, rows[sample_pos], other)
+    keep = scores >= floor
+    # found by ann: the candidate set holds the pair
+    cand_keys = np.sort(lo * n + hi)
+    a, b = rows[sample_pos[keep]], other[keep]
+    keys = np.minimum(a, b) * n + np.maximum(a, b)
+    pos = np.searchsorted(cand_keys, keys)
+    found = (pos < len(cand_keys)) & (cand_keys[np.minimum(pos, len(cand_keys) - 1)] == keys)
+    return {
+        "rows": rows,
+        "weights": weights,
+        "nearest": nearest,
+        "sample_pos": sample_pos[keep],
+        "other": other[keep],
+        "scores": scores[keep],
+        "found": found,
+    }
+
+
+def _estimate_recall(recall: dict[str, np.ndarray] | None, threshold: float) -> float:
+    if recall is None:
+        return 1.0
+    at = recall["scores"] >= threshold
+    w = recall["weights"][recall["sample_pos"][at]]
+    total = float(w.sum())
+    if total == 0:
+        return math.nan
+    return float(w[recall["found"][at]].sum() / total)
+
+
+# ----------------------------------------------------------------------------------------
+# From candidates to a report
+# ----------------------------------------------------------------------------------------
+def _assemble(
+    ids: list[Any],
+    rank: np.ndarray,
+    cand: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    threshold: float,
+    floor: float,
+    method: str,
+    nearest: np.ndarray,
+    zero_rows: np.ndarray,
+    exact_groups: list[list[Any]],
+    recall: dict[str, np.ndarray] | None,
+    params: dict[str, Any],
+) -> DuplicateReport:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(ids)
+    a_all, b_all, s_all = cand
+    take = s_all >= np.float32(threshold)
+    a, b, s = a_all[take], b_all[take], s_all[take]
+    id_arr = np.empty(n, dtype=object)
+    id_arr[:] = ids
+    scores = np.round(s.astype(np.float64), 6).tolist()
+    pairs = list(zip(id_arr[a].tolist(), id_arr[b].tolist(), scores, strict=True))
+
+    clusters: list[list[Any]] = []
+    removed: dict[Any, tuple[Any, float]] = {}
+    if len(a):
+        graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+        _, labels = connected_components(graph, directed=False)
+        sizes = np.bincount(labels)
+        rows = np.flatnonzero(sizes[labels] > 1)
+        rows = rows[np.lexsort((rank[rows], labels[rows]))]
+        starts = np.flatnonzero(np.r_[True, labels[rows][1:] != labels[rows][:-1]])
+        groups = np.split(rows, starts[1:])
+        groups.sort(key=lambda g: (-len(g), rank[g[0]]))
+        # direct score of each (removed, kept) pair, when it is a candidate
+        lo_r, hi_r = rank[a_all], rank[b_all]
+        keys = lo_r * n + hi_r
+        key_order = np.argsort(keys)
+        keys_sorted = keys[key_order]
+        for g in groups:
+            kept, others = g[0], g[1:]
+            k1 = np.minimum(rank[kept], rank[others]) * n + np.maximum(rank[kept], rank[others])
+            pos = np.searchsorted(keys_sorted, k1)
+            pos_c = np.minimum(pos, len(keys_sorted) - 1)
+            hit = (pos < len(keys_sorted)) & (keys_sorted[pos_c] == k1)
+            direct = np.where(hit, s_all[key_order[pos_c]].astype(np.float64), np.nan)
+            kept_id = id_arr[kept]
+            for other, score in zip(
+                id_arr[others].tolist(), np.round(direct, 6).tolist(), strict=True
+            ):
+                removed[other] = (kept_id, score)
+            clusters.append(id_arr[g].tolist())
+
+    return DuplicateReport(
+        ids=ids,
+        threshold=threshold,
+        method=method,
+        pairs=pairs,
+        clusters=clusters,
+        removed=removed,
+        exact_groups=exact_groups,
+        nearest=nearest,
+        recall_estimate=_estimate_recall(recall, threshold),
+        zero_vector_ids=[ids[r] for r in sorted(zero_rows.tolist(), key=lambda r: rank[r])],
+        floor=floor,
+        params=dict(params),
+        _cand=cand,
+        _rank=rank,
+        _recall=recall,
+    )
+
+
+def _groups_by_key(keys: list[Any], ids: list[Any], rank: np.ndarray) -> list[list[Any]]:
+    """Groups (size >= 2) of ids sharing a key (None never groups), in id order."""
+    by_key: dict[Any, list[int]] = {}
+    for row, key in enumerate(keys):
+        if key is not None:
+            by_key.setdefault(key, []).append(row)
+    groups = [sorted(rows, key=lambda r: rank[r]) for rows in by_key.values() if len(rows) > 1]
+    groups.sort(key=lambda g: (-len(g), rank[g[0]]))
+    return [[ids[r] for r in g] for g in groups]
+
+
+def _isin_ids(ids: list[Any], subset: list[Any]) -> np.ndarray:
+    wanted = set(subset)
+    return np.array([i in wanted for i in ids], dtype=bool)
+
+
+__all__ = [
+    "AUTO_EXACT_MAX_ROWS",
+    "DEFAULT_THRESHOLD",
+    "DuplicateReport",
+    "DuplicateSearchError",
+    "find_duplicates",
+]

@@ -1,0 +1,302 @@
+"""Renderings of a :class:`~embetter_core.dedupe.DuplicateReport`: CSV, HTML, markdown.
+
+``texts`` is either a mapping ``id -> text``, a sequence in the report's row order, or
+``None``. ``extra`` is a dict of further facts to show (corpus path, model fingerprint,
+skipped rows, cache hits / misses...). Nothing here imports Prefect: the flow turns
+``markdown_summary`` and ``top_pairs_table`` into artifacts.
+
+>>> import numpy as np, tempfile, pathlib
+>>> from embetter_core.dedupe import find_duplicates
+>>> vecs = np.array([[1, 0], [0.96, 0.28], [0, 1]], dtype=np.float32)
+>>> report = find_duplicates(vecs, ids=["a", "b", "c"], threshold=0.9)
+>>> folder = pathlib.Path(tempfile.mkdtemp())
+>>> texts = {"a": "cat", "b": "<b>cats</b>", "c": "dog"}
+>>> print(write_pairs_csv(report, texts, folder / "pairs.csv").read_text().strip())
+id_a,id_b,score,text_a,text_b
+a,b,0.96,cat,<b>cats</b>
+>>> "&lt;b&gt;cats&lt;/b&gt;" in write_html(report, texts, folder / "report.html").read_text()
+True
+>>> top_pairs_table(report, texts)
+[{'id_a': 'a', 'id_b': 'b', 'score': 0.96, 'text_a': 'cat', 'text_b': '<b>cats</b>'}]
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embetter_core.dedupe import DuplicateReport
+
+Texts = Mapping[Any, str] | Sequence[str] | None
+
+
+def _lookup(report: DuplicateReport, texts: Texts) -> Mapping[Any, str] | None:
+    """``texts`` as a mapping id -> text (a sequence must follow the report's rows)."""
+    if texts is None or isinstance(texts, Mapping):
+        return texts
+    values = texts.tolist() if hasattr(texts, "tolist") else list(texts)
+    if len(values) != report.n:
+        raise ValueError(
+            f"texts has length {len(values)} but the report has {report.n} rows; "
+            "give one text per row, or a mapping id -> text"
+        )
+    return dict(zip(report.ids, values, strict=True))
+
+
+def _text(lookup: Mapping[Any, str] | None, key: Any, limit: int | None = None) -> str:
+    if lookup is None:
+        return ""
+    value = lookup.get(key, "")
+    value = "" if value is None else str(value)
+    if limit is not None and len(value) > limit:
+        value = value[: limit - 1] + "…"
+    return value
+
+
+def _write_atomic(path: str | os.PathLike[str], data: str) -> Path:
+    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------------------
+# CSV and tables
+# ----------------------------------------------------------------------------------------
+def write_pairs_csv(report: DuplicateReport, texts: Texts, path: str | os.PathLike[str]) -> Path:
+    """Write every pair as CSV: id_a, id_b, score, text_a, text_b (highest score first).
+
+    Text columns are empty when ``texts`` is None. Returns the path.
+    """
+    lookup = _lookup(report, texts)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["id_a", "id_b", "score", "text_a", "text_b"])
+    for a, b, score in report.pairs:
+        writer.writerow([a, b, score, _text(lookup, a), _text(lookup, b)])
+    return _write_atomic(path, buf.getvalue())
+
+
+def top_pairs_table(
+    report: DuplicateReport, texts: Texts, k: int = 20, max_chars: int = 200
+) -> list[dict[str, Any]]:
+    """The ``k`` best pairs as a list of dicts (a Prefect table artifact), texts cut short.
+
+    >>> import numpy as np
+    >>> from embetter_core.dedupe import find_duplicates
+    >>> report = find_duplicates(np.ones((3, 4)), threshold=0.9)
+    >>> [(row["id_a"], row["id_b"]) for row in top_pairs_table(report, None, k=2)]
+    [(0, 1), (0, 2)]
+    """
+    lookup = _lookup(report, texts)
+    return [
+        {
+            "id_a": a,
+            "id_b": b,
+            "score": score,
+            "text_a": _text(lookup, a, max_chars),
+            "text_b": _text(lookup, b, max_chars),
+        }
+        for a, b, score in report.pairs[:k]
+    ]
+
+
+# ----------------------------------------------------------------------------------------
+# Summary
+# ----------------------------------------------------------------------------------------
+def _recall_text(report: DuplicateReport) -> str:
+    if report.method == "exact":
+        return "1.0 (exact search)"
+    sample = report.params.get("recall_sample", "?")
+    if math.isnan(report.recall_estimate):
+        return f"n/a (no duplicate pair among the {sample} rows checked exactly)"
+    return f"{report.recall_estimate:.4f} (exact check of {sample} sampled rows)"
+
+
+def _headline(report: DuplicateReport) -> list[tuple[str, str]]:
+    s = report.summary()
+    return [
+        ("rows", f"{s['rows']:,}"),
+        ("method", s["method"]),
+        ("threshold", f"{s['threshold']:g}"),
+        ("recall estimate", _recall_text(report)),
+        ("duplicate pairs", f"{s['pairs']:,}"),
+        ("clusters", f"{s['clusters']:,}"),
+        ("largest cluster", f"{s['largest_cluster']:,}"),
+        ("rows removed", f"{s['removed']:,}"),
+        ("rows kept", f"{s['kept']:,}"),
+        ("exact-duplicate groups", f"{s['exact_duplicate_groups']:,}"),
+        ("rows in exact-duplicate groups", f"{s['exact_duplicate_rows']:,}"),
+        ("zero vectors", f"{s['zero_vectors']:,}"),
+    ]
+
+
+def _extra_rows(extra: dict[str, Any] | None) -> list[tuple[str, str]]:
+    return [(str(k), str(v)) for k, v in (extra or {}).items()]
+
+
+def markdown_summary(report: DuplicateReport, extra: dict[str, Any] | None = None) -> str:
+    """A markdown summary (counts, method, recall estimate, ``extra``) for an artifact.
+
+    >>> import numpy as np
+    >>> from embetter_core.dedupe import find_duplicates
+    >>> text = markdown_summary(find_duplicates(np.eye(3)), extra={"corpus": "demo.csv"})
+    >>> "| duplicate pairs | 0 |" in text and "| corpus | demo.csv |" in text
+    True
+    """
+
+    def cell(value: str) -> str:
+        return value.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["# Near-duplicate report", "", "| | |", "|---|---|"]
+    lines += [f"| {cell(k)} | {cell(v)} |" for k, v in _headline(report) + _extra_rows(extra)]
+    if report.clusters:
+        lines += ["", "## Largest clusters", ""]
+        for members in report.clusters[:5]:
+            shown = ", ".join(str(m) for m in members[:8])
+            more = f", … ({len(members) - 8} more)" if len(members) > 8 else ""
+            lines.append(f"- {len(members)} rows, kept `{members[0]}`: {cell(shown)}{more}")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------
+# HTML
+# ----------------------------------------------------------------------------------------
+def histogram_png(report: DuplicateReport, bins: int = 50) -> bytes:
+    """A PNG histogram of each row's nearest-neighbour similarity, threshold marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    values = np.asarray(report.nearest, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    fig = Figure(figsize=(7, 3.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if len(values):
+        ax.hist(values, bins=bins, color="#4c72b0")
+    ax.axvline(report.threshold, color="#c44e52", linestyle="--", label="threshold")
+    ax.set_xlabel("cosine similarity to the nearest other row")
+    ax.set_ylabel("rows")
+    ax.set_title(f"Nearest-neighbour similarity ({len(values):,} rows)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; max-width: 70em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+td.text { white-space: pre-wrap; max-width: 50em; font-size: 0.9em; }
+.kept { font-weight: bold; }
+"""
+
+
+def write_html(
+    report: DuplicateReport,
+    texts: Texts,
+    path: str | os.PathLike[str],
+    title: str = "Near-duplicate report",
+    extra: dict[str, Any] | None = None,
+    max_clusters: int = 20,
+    max_members: int = 10,
+    max_chars: int = 500,
+) -> Path:
+    """Write a self-contained HTML page: counts, a similarity histogram (embedded PNG),
+    method and recall estimate, ``extra``, the largest clusters and top pairs with their
+    texts (HTML-escaped). Returns the path."""
+    lookup = _lookup(report, texts)
+    esc = html.escape
+
+    def table(rows: list[tuple[str, str]]) -> str:
+        body = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
+        return f"<table>{body}</table>"
+
+    png = base64.b64encode(histogram_png(report)).decode("ascii")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+        '<h2 id="counts">Counts</h2>',
+        table(_headline(report)),
+    ]
+    if extra:
+        parts += ['<h2 id="run">Run</h2>', table(_extra_rows(extra))]
+    note = (
+        "For the ann method a row's value is its best match among the rows it was compared with."
+        if report.method == "ann"
+        else ""
+    )
+    parts += [
+        '<h2 id="histogram">Nearest-neighbour similarities</h2>',
+        f'<img alt="histogram of nearest-neighbour similarities" '
+        f'src="data:image/png;base64,{png}">',
+        f"<p>{esc(note)}</p>" if note else "",
+        f'<h2 id="clusters">Largest clusters ({len(report.clusters):,} in all)</h2>',
+    ]
+    if not report.clusters:
+        parts.append("<p>No duplicate clusters at this threshold.</p>")
+    for number, members in enumerate(report.clusters[:max_clusters], start=1):
+        parts.append(f"<h3>Cluster {number}: {len(members):,} rows</h3><table>")
+        parts.append("<tr><th>id</th><th>role</th><th>similarity to kept</th><th>text</th></tr>")
+        for member in members[:max_members]:
+            if member == members[0]:
+                role, score, cls = "kept", "", ' class="kept"'
+            else:
+                role, score, cls = "removed", f"{report.removed[member][1]:.4f}", ""
+            parts.append(
+                f"<tr{cls}><td>{esc(str(member))}</td><td>{role}</td><td>{score}</td>"
+                f'<td class="text">{esc(_text(lookup, member, max_chars))}</td></tr>'
+            )
+        parts.append("</table>")
+        if len(members) > max_members:
+            parts.append(f"<p>… and {len(members) - max_members:,} more rows.</p>")
+    top = top_pairs_table(report, texts, k=20, max_chars=max_chars)
+    parts.append(f'<h2 id="pairs">Top pairs ({len(report.pairs):,} in all)</h2>')
+    if top:
+        parts.append(
+            "<table><tr><th>id_a</th><th>id_b</th><th>score</th><th>text_a</th><th>text_b</th></tr>"
+        )
+        for row in top:
+            parts.append(
+                f"<tr><td>{esc(str(row['id_a']))}</td><td>{esc(str(row['id_b']))}</td>"
+                f'<td>{row["score"]:.4f}</td><td class="text">{esc(row["text_a"])}</td>'
+                f'<td class="text">{esc(row["text_b"])}</td></tr>'
+            )
+        parts.append("</table>")
+    if report.exact_groups:
+        parts.append(
+            f'<h2 id="exact">Exact duplicates ({len(report.exact_groups):,} groups)</h2><ul>'
+        )
+        for group in report.exact_groups[:max_clusters]:
+            shown = ", ".join(str(g) for g in group[:max_members])
+            more = f" … ({len(group) - max_members} more)" if len(group) > max_members else ""
+            parts.append(f"<li>{esc(shown + more)}</li>")
+        parts.append("</ul>")
+    if report.zero_vector_ids:
+        shown = ", ".join(str(i) for i in report.zero_vector_ids[:50])
+        parts.append(f'<h2 id="zero">Zero vectors (match nothing)</h2><p>{esc(shown)}</p>')
+    parts.append("</body></html>\n")
+    return _write_atomic(path, "\n".join(p for p in parts if p))
