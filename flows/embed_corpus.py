@@ -165,6 +165,8 @@ def embed_corpus(
     started = time.perf_counter()
     logger = get_run_logger()
     args = {k: v for k, v in locals().items() if k in EmbedParams.model_fields and v is not None}
+    if input_path is None and id_column is None:
+        args["id_column"] = "package"  # the demo corpus: name rows by their Debian package
     params = EmbedParams(**args)
     spec = params.encoder_spec()
     check_outputs(params)
