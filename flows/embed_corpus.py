@@ -17,6 +17,8 @@ import re
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -292,6 +294,37 @@ def dask_runner(address: str | None = None, n_workers: int = 2) -> Any:
     )
 
 
+@contextmanager
+def api_for_workers(needed: bool) -> Iterator[None]:
+    """Without ``PREFECT_API_URL``, start one temporary server that Dask workers share.
+
+    Otherwise each worker process would start a temporary server of its own.
+    """
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    if not needed or PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start(timeout=PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            try:
+                yield
+            finally:
+                from prefect.logging.handlers import APILogHandler
+
+                APILogHandler().flush()  # send the run's last logs while the server is up
+    finally:
+        server.stop()
+
+
 # -- the command line ---------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -429,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
             task_runner=dask_runner(args.dask_address, args.dask_workers)
         )
     try:
-        result = flow_fn(**kwargs)
+        with api_for_workers(args.runner == "dask"):
+            result = flow_fn(**kwargs)
     except Exception as exc:  # the flow run has logged the traceback; say what went wrong
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
