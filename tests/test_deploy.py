@@ -2,7 +2,7 @@
 
 Against the session's Prefect test server (``prefect_harness``): ``prefect work-pool create``,
 ``prefect deploy --all`` and ``prefect worker start --run-once`` run as subprocesses of the
-project's Python, exactly as docs/deploy.md tells a person to run them.
+project's Python, exactly as the README ("Nightly runs") tells a person to run them.
 """
 
 from __future__ import annotations
