@@ -9,7 +9,11 @@ too: opening the cache with another encoder raises :class:`FingerprintMismatchEr
 from __future__ import annotations
 
 import os
+import pickle
+import sqlite3
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +22,8 @@ from embetter_core.base import EmbeddingEncoder, as_float32
 
 FINGERPRINT_KEY = ("embetter-core", "fingerprint")
 _MISSING = object()
+_MODE_PICKLE = 4  # diskcache.core.MODE_PICKLE: the value column holds a pickle
+_IN_BATCH = 500  # keys per SELECT ... IN (...)
 
 
 class FingerprintMismatchError(ValueError):
@@ -119,10 +125,72 @@ class CachedEncoder(EmbeddingEncoder):
 
 
 def read_many(cache: Any, keys: Sequence[Any]) -> list[np.ndarray | None]:
-    """Read ``keys`` in one transaction; ``None`` where a key is missing."""
-    with cache.transact():
-        values = [cache.get(key, default=_MISSING) for key in keys]
-    return [None if v is _MISSING else v for v in values]
+    """Read ``keys`` in one read transaction; ``None`` where a key is missing.
+
+    Rows are fetched with a few ``SELECT ... IN`` queries on the cache's SQLite file instead
+    of one ``get`` per key, and vectors pickled alike (same dtype and shape) are cut out of
+    their pickles directly: a warm call on 10,000 texts costs tens of milliseconds. Anything
+    unusual (values kept in files, other pickles) goes through diskcache's own ``get``.
+    """
+    positions: dict[tuple[Any, bool], int] = {}
+    for pos, key in enumerate(keys):
+        db_key, raw = cache.disk.put(key)
+        positions[(bytes(db_key) if isinstance(db_key, memoryview) else db_key, raw)] = pos
+    found: dict[int, bytes] = {}
+    slow: list[int] = []
+    con = sqlite3.connect(f"file:{Path(cache.directory, 'cache.db')}?mode=ro", uri=True)
+    try:
+        con.execute("BEGIN")
+        now = time.time()
+        for raw in (True, False):
+            group = [k for k, r in positions if r == raw]
+            for start in range(0, len(group), _IN_BATCH):
+                batch = group[start : start + _IN_BATCH]
+                rows = con.execute(
+                    "SELECT key, mode, filename, value FROM Cache WHERE raw = ? AND key IN "
+                    f"({','.join('?' * len(batch))}) AND "
+                    "(expire_time IS NULL OR expire_time > ?)",
+                    (raw, *batch, now),
+                )
+                for db_key, mode, filename, value in rows:
+                    pos = positions[(bytes(db_key) if raw is False else db_key, raw)]
+                    if mode == _MODE_PICKLE and filename is None and value is not None:
+                        found[pos] = bytes(value)
+                    else:
+                        slow.append(pos)
+        con.execute("COMMIT")
+    finally:
+        con.close()
+    out: list[np.ndarray | None] = [None] * len(keys)
+    for pos, vec in zip(found, _unpickle_vectors(list(found.values())), strict=True):
+        out[pos] = vec
+    for pos in slow:
+        value = cache.get(keys[pos], default=_MISSING)
+        out[pos] = None if value is _MISSING else value
+    return out
+
+
+def _unpickle_vectors(blobs: list[bytes]) -> list[np.ndarray]:
+    """Unpickle arrays; those pickled exactly like the first (all but the data bytes equal)
+    are sliced out of their pickles instead of each going through ``pickle.loads``."""
+    if not blobs:
+        return []
+    first = pickle.loads(blobs[0])
+    if not (isinstance(first, np.ndarray) and first.ndim == 1 and first.flags.c_contiguous):
+        return [pickle.loads(b) for b in blobs]
+    data = first.tobytes()
+    offset = blobs[0].find(data)
+    if not data or offset < 0 or blobs[0].rfind(data) != offset:
+        return [pickle.loads(b) for b in blobs]
+    prefix, suffix = blobs[0][:offset], blobs[0][offset + len(data) :]
+    size, stop = len(blobs[0]), offset + len(data)
+    same = [len(b) == size and b.startswith(prefix) and b.endswith(suffix) for b in blobs]
+    table = np.frombuffer(
+        b"".join(b[offset:stop] for b, ok in zip(blobs, same, strict=True) if ok),
+        dtype=first.dtype,
+    ).reshape(-1, first.shape[0])
+    rows = iter(table)
+    return [next(rows) if ok else pickle.loads(b) for b, ok in zip(blobs, same, strict=True)]
 
 
 def write_many(cache: Any, keys: Sequence[Any], vectors: np.ndarray) -> None:

@@ -177,3 +177,29 @@ def test_two_processes_fill_one_cache_consistently(tmp_path, sentence_encoder):
     enc = cached(folder, sentence_encoder)
     enc.transform(texts)
     assert enc.last_stats_ == {"items": 180, "unique": 180, "hits": 180, "misses": 0}
+
+
+def test_read_many_matches_diskcache_get_for_every_kind_of_value(tmp_path):
+    from embetter_core.cache import read_many
+
+    store = diskcache.Cache(str(tmp_path / "c"))
+    rng = np.random.default_rng(0)
+    values = {
+        "a": rng.normal(size=8).astype(np.float32),
+        "b": rng.normal(size=8).astype(np.float32),
+        ("sha256", "00ff"): rng.normal(size=8).astype(np.float32),  # a pickled key
+        "float64": rng.normal(size=8),  # pickled differently: the slow path
+        "other-dim": rng.normal(size=5).astype(np.float32),
+        "in-a-file": rng.normal(size=20_000).astype(np.float32),  # > 32 kB: kept in a file
+        "c": rng.normal(size=8).astype(np.float32),
+    }
+    for key, value in values.items():
+        store.set(key, value)
+    keys = [*values, "missing", ("sha256", "nothing")]
+    got = read_many(store, keys)
+    assert got[-2:] == [None, None]
+    for key, vec in zip(keys, got, strict=False):
+        if key in values:
+            assert vec.dtype == values[key].dtype
+            np.testing.assert_array_equal(vec, values[key])
+            np.testing.assert_array_equal(vec, store[key])
