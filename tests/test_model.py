@@ -1,0 +1,324 @@
+"""DifferenceClassifier with the real MiniLM model: the seed example, the scikit-learn contract,
+skops persistence with the fingerprint guard, bad input, and the evaluation helpers."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io
+from sklearn.base import clone
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import FunctionTransformer
+
+from embetter_core import DifferenceClassifier, FingerprintMismatchError, SentenceEncoder, cached
+from embetter_core.model import (
+    FEATURES,
+    cosine,
+    encoder_spec,
+    evaluate_against_cosine,
+    pair_metrics,
+    read_pairs,
+    score_pairs,
+    split_pairs,
+    tune_threshold,
+)
+
+SAMPLE = os.path.join(
+    os.path.dirname(__file__), "..", "embetter_core", "data", "debian-sample.csv.gz"
+)
+
+
+def debian_pairs(n: int = 16, seed: int = 0) -> pd.DataFrame:
+    """Real pairs from the bundled Debian slice (first lines only, to keep encoding quick):
+    ``n`` pairs of packages from the same source (label 1), ``n`` from different ones (0)."""
+    frame = pd.read_csv(SAMPLE, keep_default_na=False)
+    frame["short"] = frame["text"].str.split("\n").str[0]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for source, group in frame.groupby("source"):
+        if len(group) >= 2 and len(rows) < n:
+            a, b = group["short"].iloc[0], group["short"].iloc[1]
+            rows.append({"a": a, "b": b, "label": 1, "source": source})
+    while len(rows) < 2 * n:
+        i, j = rng.choice(len(frame), size=2, replace=False)
+        if frame["source"].iloc[i] != frame["source"].iloc[j]:
+            a, b = frame["short"].iloc[i], frame["short"].iloc[j]
+            rows.append({"a": a, "b": b, "label": 0, "source": frame["source"].iloc[i]})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def pairs() -> pd.DataFrame:
+    return debian_pairs()
+
+
+@pytest.fixture(scope="module")
+def fitted(sentence_encoder, pairs) -> DifferenceClassifier:
+    return DifferenceClassifier(enc=sentence_encoder).fit(pairs["a"], pairs["b"], pairs["label"])
+
+
+class CountingEncoder(SentenceEncoder):
+    """The real SentenceEncoder, recording how many items each transform call gets."""
+
+    def transform(self, X):  # noqa: N803
+        self.__dict__.setdefault("calls_", []).append(len(X))
+        return super().transform(X)
+
+
+# -- item 1: the estimator ------------------------------------------------------------------
+def test_seed_example_runs_verbatim():
+    from embetter_core import DifferenceClassifier, SentenceEncoder
+
+    mod = DifferenceClassifier(enc=SentenceEncoder())
+    texts1 = ["hello", "firehydrant", "greetings"]
+    texts2 = ["no", "yes", "greeting"]
+    similar = [0, 0, 1]
+    mod.fit(X1=texts1, X2=texts2, y=similar)
+    mod.predict(X1=texts1, X2=texts2)
+    mod.predict_proba(X1=texts1, X2=texts2)
+    mod.clf_head  # noqa: B018  (verbatim from the seed)
+
+    assert mod.clf_head is None  # the parameter, untouched by fit
+    assert isinstance(mod.clf_head_, LogisticRegression)
+    assert mod.clf_head_.get_params()["class_weight"] == "balanced"
+    assert list(mod.classes_) == [0, 1]
+    assert mod.predict(X1=texts1, X2=texts2).tolist() == similar
+    proba = mod.predict_proba(X1=texts1, X2=texts2)
+    assert proba.shape == (3, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert proba[2, 1] > proba[0, 1] and proba[2, 1] > proba[1, 1]
+
+
+def test_fit_learns_real_pairs(fitted, pairs):
+    proba = fitted.predict_proba(pairs["a"], pairs["b"])[:, 1]
+    truth = pairs["label"].to_numpy()
+    assert proba[truth == 1].mean() > proba[truth == 0].mean() + 0.2
+    assert fitted.score(pairs["a"], pairs["b"], pairs["label"]) >= 0.9
+    assert fitted.n_features_in_ == 384
+
+
+def test_clone_and_custom_head_not_modified(sentence_encoder, pairs, fitted):
+    head = LogisticRegression(C=0.5, max_iter=500)
+    mod = DifferenceClassifier(sentence_encoder, clf_head=head, features=("absdiff",))
+    twin = clone(mod)
+    assert twin.get_params(deep=False)["features"] == ("absdiff",)
+    assert twin.clf_head is not head and twin.clf_head.C == 0.5
+    mod.fit(pairs["a"], pairs["b"], pairs["label"])
+    assert not hasattr(head, "coef_")  # the given head is cloned, never fitted in place
+    assert mod.clf_head is head and mod.clf_head_.C == 0.5
+    assert mod.clf_head_.coef_.shape == (1, 384)
+
+    unfitted = clone(fitted)
+    assert not hasattr(unfitted, "clf_head_")
+    with pytest.raises(NotFittedError):
+        unfitted.predict(["a"], ["b"])
+
+
+def test_pickle_round_trip(fitted, pairs):
+    again = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(
+        again.predict_proba(pairs["a"], pairs["b"]), fitted.predict_proba(pairs["a"], pairs["b"])
+    )
+
+
+def test_lists_series_and_arrays_agree(fitted, pairs):
+    a, b = pairs["a"], pairs["b"]
+    expected = fitted.predict_proba(a, b)
+    for conv in (list, tuple, np.asarray, lambda s: s.to_numpy(dtype=object)):
+        np.testing.assert_array_equal(fitted.predict_proba(conv(a), conv(b)), expected)
+
+
+def test_union_is_encoded_once_per_call():
+    enc = CountingEncoder()
+    texts1 = ["red car", "blue sky", "red car", "green tea"]
+    texts2 = ["blue sky", "red car", "a red car", "green tea"]
+    mod = DifferenceClassifier(enc).fit(texts1, texts2, [0, 0, 1, 1])
+    assert enc.calls_ == [4]  # one call, each distinct text once
+    mod.predict(texts1[:2], texts2[:2])
+    assert enc.calls_ == [4, 2]
+
+
+def test_works_with_cached_encoder(tmp_path, sentence_encoder, pairs, fitted):
+    enc = cached(tmp_path / "cache", sentence_encoder)
+    mod = DifferenceClassifier(enc).fit(pairs["a"], pairs["b"], pairs["label"])
+    distinct = len(set(pairs["a"]) | set(pairs["b"]))
+    assert enc.last_stats_ == {"items": distinct, "unique": distinct, "hits": 0, "misses": distinct}
+    proba = mod.predict_proba(pairs["a"], pairs["b"])
+    assert enc.last_stats_["hits"] == distinct and enc.last_stats_["misses"] == 0
+    np.testing.assert_allclose(proba, fitted.predict_proba(pairs["a"], pairs["b"]), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", FEATURES)
+def test_each_feature(sentence_encoder, pairs, name):
+    mod = DifferenceClassifier(sentence_encoder, features=(name,))
+    a, b = mod.pair_vectors(pairs["a"][:4], pairs["b"][:4])
+    width = {"concat": 768, "cosine": 1}.get(name, 384)
+    assert mod.pair_features(a, b).shape == (4, width)
+    if name == "cosine":
+        np.testing.assert_allclose(mod.pair_features(a, b)[:, 0], (a * b).sum(axis=1), atol=1e-5)
+
+
+def test_gradient_boosted_head_saves_and_loads(tmp_path, sentence_encoder, pairs):
+    head = HistGradientBoostingClassifier(max_iter=20, min_samples_leaf=2)
+    mod = DifferenceClassifier(sentence_encoder, clf_head=head, features=("cosine", "absdiff"))
+    mod.fit(pairs["a"], pairs["b"], pairs["label"])
+    mod.save(tmp_path / "hgb.skops")
+    again = DifferenceClassifier.load(tmp_path / "hgb.skops", enc=sentence_encoder)
+    assert isinstance(again.clf_head_, HistGradientBoostingClassifier)
+    np.testing.assert_array_equal(
+        again.predict_proba(pairs["a"], pairs["b"]), mod.predict_proba(pairs["a"], pairs["b"])
+    )
+
+
+# -- item 2: persistence ---------------------------------------------------------------------
+def test_save_load_round_trip(tmp_path, fitted, pairs, sentence_encoder):
+    path = tmp_path / "model.skops"
+    fitted.save(path)
+    expected = fitted.predict_proba(pairs["a"], pairs["b"])
+
+    rebuilt = DifferenceClassifier.load(path)  # encoder rebuilt from the stored parameters
+    assert isinstance(rebuilt.enc, SentenceEncoder)
+    assert rebuilt.enc.get_params() == sentence_encoder.get_params()
+    assert rebuilt.features == fitted.features and list(rebuilt.classes_) == [0, 1]
+    np.testing.assert_allclose(rebuilt.predict_proba(pairs["a"], pairs["b"]), expected, atol=1e-6)
+
+    with_cache = DifferenceClassifier.load(path, enc=cached(tmp_path / "c", sentence_encoder))
+    np.testing.assert_allclose(
+        with_cache.predict_proba(pairs["a"], pairs["b"]), expected, atol=1e-6
+    )
+    np.testing.assert_allclose(score_pairs(path, pairs["a"], pairs["b"]), expected[:, 1], atol=1e-6)
+    np.testing.assert_array_equal(score_pairs(fitted, pairs["a"], pairs["b"]), expected[:, 1])
+
+
+def test_saved_cached_model_stores_the_bare_encoder(tmp_path, sentence_encoder, pairs):
+    enc = cached(tmp_path / "cache", sentence_encoder)
+    assert encoder_spec(enc) == encoder_spec(sentence_encoder)
+    few = pairs.iloc[[0, 1, -2, -1]]
+    mod = DifferenceClassifier(enc).fit(few["a"], few["b"], few["label"])
+    mod.save(tmp_path / "m.skops")
+    assert isinstance(DifferenceClassifier.load(tmp_path / "m.skops").enc, SentenceEncoder)
+
+
+def test_load_with_another_encoder_names_both_fingerprints(tmp_path, fitted):
+    path = tmp_path / "model.skops"
+    fitted.save(path)
+    other = SentenceEncoder(name="sentence-transformers/paraphrase-MiniLM-L3-v2")
+    with pytest.raises(FingerprintMismatchError) as info:
+        DifferenceClassifier.load(path, enc=other)
+    message = str(info.value)
+    assert fitted.enc.fingerprint() in message and other.fingerprint() in message
+    assert str(path) in message
+
+
+def test_load_refuses_untrusted_types(tmp_path):
+    path = tmp_path / "evil.skops"
+    skops.io.dump({"format": "x", "clf_head_": FunctionTransformer(func=os.system)}, str(path))
+    with pytest.raises(ValueError, match="refusing to load .*system"):
+        DifferenceClassifier.load(path)
+    junk = tmp_path / "junk.skops"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a model saved by"):
+        DifferenceClassifier.load(junk)
+    with pytest.raises(FileNotFoundError, match="no model file"):
+        DifferenceClassifier.load(tmp_path / "missing.skops")
+
+
+# -- item 5: bad input -----------------------------------------------------------------------
+def test_lengths_differ(sentence_encoder):
+    mod = DifferenceClassifier(sentence_encoder)
+    with pytest.raises(ValueError) as info:
+        mod.fit(["a", "b", "c"], ["a", "b"], [0, 1, 0])
+    assert "len(X1)=3, len(X2)=2, len(y)=3" in str(info.value)
+    with pytest.raises(ValueError, match=r"len\(X1\)=2, len\(X2\)=2, len\(y\)=3"):
+        mod.fit(["a", "b"], ["a", "b"], [0, 1, 0])
+
+
+def test_one_class_only(sentence_encoder):
+    with pytest.raises(ValueError, match=r"two classes .* got 1: \[1\]"):
+        DifferenceClassifier(sentence_encoder).fit(["a", "b"], ["a", "c"], [1, 1])
+
+
+def test_predict_before_fit(sentence_encoder, tmp_path):
+    mod = DifferenceClassifier(sentence_encoder)
+    for call in (mod.predict, mod.predict_proba):
+        with pytest.raises(NotFittedError):
+            call(["a"], ["b"])
+    with pytest.raises(NotFittedError):
+        mod.save(tmp_path / "m.skops")
+    assert not (tmp_path / "m.skops").exists()
+
+
+def test_bad_texts_and_features_name_the_problem(sentence_encoder, fitted):
+    with pytest.raises(ValueError, match="X2: text input at position 1 is None"):
+        fitted.predict(["a", "b"], ["a", None])
+    with pytest.raises(ValueError, match=r"len\(X1\)=1, len\(X2\)=2"):
+        fitted.predict(["a"], ["a", "b"])
+    with pytest.raises(ValueError, match="unknown pair features"):
+        DifferenceClassifier(sentence_encoder, features=("absdif",)).fit(
+            ["a", "b"], ["a", "c"], [1, 0]
+        )
+    assert fitted.predict([], []).shape == (0,)
+
+
+# -- evaluation helpers ----------------------------------------------------------------------
+def test_tune_threshold_and_metrics():
+    scores = np.array([0.2, 0.3, 0.55, 0.6, 0.7, 0.9])
+    truth = np.array([0, 0, 1, 0, 1, 1])
+    assert tune_threshold(scores, truth) == 0.55
+    m = pair_metrics(truth, scores, 0.55)
+    assert m["recall"] == 1.0 and m["precision"] == 0.75
+    assert m["f1"] == pytest.approx(6 / 7) and m["roc_auc"] == pytest.approx(8 / 9)
+    assert np.isnan(pair_metrics([1, 1], [0.1, 0.2], 0.5)["roc_auc"])
+    np.testing.assert_allclose(cosine(np.eye(2), np.ones((2, 2))), [0.70710678] * 2, rtol=1e-6)
+
+
+def test_split_pairs_grouped_and_stratified():
+    y = np.array([0, 1] * 20)
+    groups = np.repeat(np.arange(10), 4)
+    train, test = split_pairs(y, test_size=0.3, seed=1, groups=groups)
+    assert not set(groups[train]) & set(groups[test])
+    assert len(train) + len(test) == 40 and set(y[test]) == {0, 1}
+    train, test = split_pairs(y, test_size=0.25, seed=0)
+    assert len(test) == 10 and y[test].sum() == 5
+    with pytest.raises(ValueError, match="label 1 has 1"):
+        split_pairs([0, 0, 0, 1])
+    with pytest.raises(ValueError, match="no grouped split"):
+        split_pairs([0, 0, 1, 1], groups=["g", "g", "h", "h"])
+
+
+def test_evaluate_against_cosine(fitted, pairs):
+    half = len(pairs) // 2
+    tr = pairs.iloc[::2]
+    te = pairs.iloc[1::2]
+    out = evaluate_against_cosine(
+        fitted, (tr["a"], tr["b"], tr["label"]), (te["a"], te["b"], te["label"])
+    )
+    assert out["n_train"] == half and out["n_test"] == half
+    assert out["test_positives"] == int(te["label"].sum())
+    for key in ("f1", "roc_auc", "precision", "recall", "threshold"):
+        assert 0 <= out["model"][key] <= 1 and -1 <= out["cosine"][key] <= 1
+    assert out["model"]["threshold"] == 0.5
+
+
+def test_read_pairs_errors(tmp_path):
+    good = tmp_path / "p.csv"
+    good.write_text("x,y,same\nred car,a red car,true\nred car,blue sky,0\n")
+    assert read_pairs(good, "x", "y", "same")["label"].tolist() == [1, 0]
+    with pytest.raises(ValueError, match=r"no column\(s\) \['lbl'\]"):
+        read_pairs(good, "x", "y", "lbl")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y,same\nred car,a red car,1\nred car,,0\n")
+    with pytest.raises(ValueError, match=r"bad.csv': row 2 has no value in 'y'"):
+        read_pairs(bad, "x", "y", "same")
+    bad.write_text("x,y,same\nred car,a red car,yes\n")
+    with pytest.raises(ValueError, match="row 1 has label 'yes'"):
+        read_pairs(bad, "x", "y", "same")
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"x": "a", "y": "b", "same": 1}\n{"x": "c", "y": "d", "same": 0}\n')
+    assert read_pairs(jsonl, "x", "y", "same")["a"].tolist() == ["a", "c"]
