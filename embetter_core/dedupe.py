@@ -7,11 +7,14 @@ one row per cluster and lists the others with the kept row they duplicate.
 Two engines, both complete (no cap on neighbours, so a cluster of any size is found whole):
 
 - ``"exact"``: blocked matrix products over the upper triangle of the normalised float32
-  matrix; memory stays at one tile per worker whatever ``n`` is.
+  matrix. Memory: one normalised float32 copy of the input plus one tile per worker (16 MB at
+  the default ``block_size``), never the n x n matrix.
 - ``"ann"``: cluster-blocked exact search. faiss k-means splits the rows into cells; every
   row is compared, with the same blocked products, to the members of its ``nprobe`` nearest
-  cells. A pair is missed only when neither row probes the other's cell. The report carries a
-  recall estimate from an exact check of a stratified sample of rows.
+  cells and of any further cell (up to 32) whose centroid is itself above the floor, so a
+  dense cluster that k-means cuts into many cells is still searched whole. A pair is missed
+  only when neither row visits the other's cell. The report carries a recall estimate from
+  an exact check of a stratified sample of rows.
 
 ``"auto"`` runs exact up to :data:`AUTO_EXACT_MAX_ROWS` rows and ann above (the crossover
 measured by ``python -m benchmarks.dedupe``).
@@ -34,9 +37,12 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_THRESHOLD = 0.9
-#: Below this many rows ``method="auto"`` runs the exact engine (measured crossover).
-AUTO_EXACT_MAX_ROWS = 150_000
+#: The default cosine threshold, picked on the Debian corpus (``benchmarks.dedupe_quality``):
+#: the per-row dedupe decision scores best at 0.85 (see BENCHMARKS.md).
+DEFAULT_THRESHOLD = 0.85
+#: Up to this many rows ``method="auto"`` runs the exact engine: ann is faster above about
+#: 8-10k rows here (``python -m benchmarks.dedupe --crossover ...``, see BENCHMARKS.md).
+AUTO_EXACT_MAX_ROWS = 10_000
 METHODS = ("auto", "exact", "ann")
 #: Candidates are screened this far below the floor in float32, then rescored exactly.
 _SCREEN_SLACK = 1e-4
@@ -50,7 +56,7 @@ class DuplicateSearchError(ValueError):
 # ----------------------------------------------------------------------------------------
 # The report
 # ----------------------------------------------------------------------------------------
-@dataclass
+@dataclass(eq=False, repr=False)
 class DuplicateReport:
     """What :func:`find_duplicates` found: pairs, clusters, and what to keep.
 
@@ -103,6 +109,14 @@ class DuplicateReport:
     _cand: tuple[np.ndarray, np.ndarray, np.ndarray] = field(repr=False, default=None)
     _rank: np.ndarray = field(repr=False, default=None)
     _recall: dict[str, np.ndarray] | None = field(repr=False, default=None)
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return (
+            f"DuplicateReport(n={s['rows']}, method={s['method']!r}, "
+            f"threshold={s['threshold']}, pairs={s['pairs']}, clusters={s['clusters']}, "
+            f"removed={s['removed']}, recall_estimate={s['recall_estimate']:.4g})"
+        )
 
     @property
     def n(self) -> int:
@@ -242,8 +256,12 @@ def find_duplicates(
     >>> rng = np.random.default_rng(0)
     >>> vecs = rng.normal(size=(100, 16)).astype(np.float32)
     >>> vecs[7] = vecs[3] + 0.01
-    >>> find_duplicates(vecs, threshold=0.95).clusters
+    >>> report = find_duplicates(vecs, threshold=0.95)
+    >>> report.clusters
     [[3, 7]]
+    >>> report  # doctest: +NORMALIZE_WHITESPACE
+    DuplicateReport(n=100, method='exact', threshold=0.95, pairs=1, clusters=1, removed=1,
+                    recall_estimate=1)
     """
     threshold, floor = _check_params(threshold, floor, method, nprobe, n_jobs, block_size)
     matrix, n = _input_shape(embeddings)
@@ -460,6 +478,9 @@ def _load_normalised(
             if not finite.all():
                 bad.append(np.flatnonzero(~finite) + first)
                 block = np.where(finite[:, None], block, 0)
+            if wide:  # scale first: squares of huge float64 values overflow
+                peak = np.abs(block).max(axis=1)
+                block = block / np.where(peak > 0, peak, 1.0)[:, None]
             norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
             is_zero = norms == 0
             if is_zero.any():
@@ -781,7 +802,8 @@ def _recall_sample(
     has = np.zeros(n, dtype=bool)
     has[lo] = True
     has[hi] = True
-    rows_parts, weight_parts = [], []
+    rows_parts = [np.empty(0, dtype=np.int64)]
+    weight_parts = [np.empty(0, dtype=np.float64)]
     strata = [np.flatnonzero(has), np.flatnonzero(~has)]
     for k, stratum in enumerate(strata):
         share = size - size // 2 if k == 0 else size // 2
@@ -795,7 +817,7 @@ def _recall_sample(
     nearest = np.full(len(rows), -np.inf, dtype=np.float32)
     other_parts, row_parts = [], []
     Xs = X[rows]
-    for j0 in range(0, n, 8 * block):
+    for j0 in range(0, n if len(rows) else 0, 8 * block):
         sims = Xs @ X[j0 : j0 + 8 * block].T
         own = (rows >= j0) & (rows < j0 + sims.shape[1])
         sims[np.flatnonzero(own), rows[own] - j0] = -np.inf
@@ -803,8 +825,8 @@ def _recall_sample(
         r, c = np.nonzero(sims >= screen)
         row_parts.append(r)
         other_parts.append(c + j0)
-    sample_pos = np.concatenate(row_parts)
-    other = np.concatenate(other_parts)
+    sample_pos = np.concatenate(row_parts) if row_parts else np.empty(0, dtype=np.int64)
+    other = np.concatenate(other_parts) if other_parts else np.empty(0, dtype=np.int64)
     scores = _rescore(X, rows[sample_pos], other)
     keep = scores >= floor
     # found by ann: the candidate set holds the pair

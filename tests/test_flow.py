@@ -87,26 +87,36 @@ def test_flow_end_to_end(prefect_harness, tmp_path, small_csv, sentence_encoder)
 
 @pytest.mark.slow
 def test_flow_publishes_artifacts(prefect_harness, tmp_path, small_csv):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    run_flow(tmp_path, small_csv)
-
-    async def latest(key: str):
-        async with get_client() as client:
-            found = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            )
-            return found[-1]
-
     import asyncio
 
-    summary = asyncio.run(latest("embed-corpus-summary"))
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    state = embed_corpus(
+        input_path=str(small_csv),
+        output=str(tmp_path / "emb.h5"),
+        cache_dir=str(tmp_path / "cache"),
+        report_dir=str(tmp_path / "report"),
+        chunk_size=8,
+        return_state=True,
+    )
+    assert state.is_completed()
+    run_id = state.state_details.flow_run_id
+
+    async def artifacts() -> dict:
+        async with get_client() as client:
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+            )
+            return {a.key: a for a in found}
+
+    found = asyncio.run(artifacts())
+    summary = found["embed-corpus-summary"]
     assert "Near-duplicate report" in summary.data and "small.csv" in summary.data
-    table = asyncio.run(latest("embed-corpus-top-pairs"))
+    assert "| rows | 31 |" in summary.data
+    table = found["embed-corpus-top-pairs"]
     assert "score" in str(table.data) and "text_a" in str(table.data)
-    progress = asyncio.run(latest("embed-corpus-progress"))
-    assert float(progress.data) == pytest.approx(100.0)
+    assert float(found["embed-corpus-progress"].data) == pytest.approx(100.0)
 
 
 @pytest.mark.slow
