@@ -148,10 +148,37 @@ class DuplicateReport:
                 f"threshold {threshold} is outside [{self.floor}, 1]: candidates were kept "
                 f"down to floor={self.floor}; run find_duplicates again with floor <= {threshold}"
             )
+        return self._reassemble(self._cand, threshold)
+
+    def keep_pairs(self, keep: Sequence[bool]) -> DuplicateReport:
+        """The report with only the pairs where ``keep`` is true (one flag per pair, in
+        ``pairs`` order), clusters and removals recomputed; e.g. to keep only the pairs a
+        :class:`~embetter_core.model.DifferenceClassifier` calls duplicates.
+
+        >>> import numpy as np
+        >>> vecs = np.array([[1, 0], [0.99, 0.14], [0.98, 0.2]], dtype=np.float32)
+        >>> report = find_duplicates(vecs, threshold=0.95)
+        >>> len(report.pairs), report.clusters
+        (3, [[0, 1, 2]])
+        >>> report.keep_pairs([True, False, False]).clusters
+        [[1, 2]]
+        """
+        flags = np.asarray(keep, dtype=bool)
+        if flags.shape != (len(self.pairs),):
+            raise ValueError(
+                f"keep has {flags.size} flags but the report has {len(self.pairs)} pairs"
+            )
+        mask = np.ones(len(self._cand[2]), dtype=bool)
+        mask[: len(flags)] = flags  # the pairs are the first candidates, in the same order
+        return self._reassemble(tuple(c[mask] for c in self._cand), self.threshold)
+
+    def _reassemble(
+        self, cand: tuple[np.ndarray, np.ndarray, np.ndarray], threshold: float
+    ) -> DuplicateReport:
         return _assemble(
             self.ids,
             self._rank,
-            self._cand,
+            cand,
             threshold=threshold,
             floor=self.floor,
             method=self.method,

@@ -81,22 +81,47 @@ def _write_atomic(path: str | os.PathLike[str], data: str) -> Path:
 # ----------------------------------------------------------------------------------------
 # CSV and tables
 # ----------------------------------------------------------------------------------------
-def write_pairs_csv(report: DuplicateReport, texts: Texts, path: str | os.PathLike[str]) -> Path:
+def write_pairs_csv(
+    report: DuplicateReport,
+    texts: Texts,
+    path: str | os.PathLike[str],
+    probabilities: Sequence[float] | None = None,
+) -> Path:
     """Write every pair as CSV: id_a, id_b, score, text_a, text_b (highest score first).
 
-    Text columns are empty when ``texts`` is None. Returns the path.
+    Text columns are empty when ``texts`` is None. With ``probabilities`` (one per pair, from
+    a difference model) a ``probability`` column follows ``score``. Returns the path.
     """
     lookup = _lookup(report, texts)
+    probs = _check_probabilities(report, probabilities)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["id_a", "id_b", "score", "text_a", "text_b"])
-    for a, b, score in report.pairs:
-        writer.writerow([a, b, score, _text(lookup, a), _text(lookup, b)])
+    writer.writerow(
+        ["id_a", "id_b", "score", *(["probability"] if probs else []), "text_a", "text_b"]
+    )
+    for i, (a, b, score) in enumerate(report.pairs):
+        prob = [round(probs[i], 6)] if probs else []
+        writer.writerow([a, b, score, *prob, _text(lookup, a), _text(lookup, b)])
     return _write_atomic(path, buf.getvalue())
 
 
+def _check_probabilities(
+    report: DuplicateReport, probabilities: Sequence[float] | None
+) -> list[float] | None:
+    if probabilities is None:
+        return None
+    probs = [float(p) for p in probabilities]
+    if len(probs) != len(report.pairs):
+        raise ValueError(f"{len(probs)} probabilities for {len(report.pairs)} pairs")
+    return probs
+
+
 def top_pairs_table(
-    report: DuplicateReport, texts: Texts, k: int = 20, max_chars: int = 200
+    report: DuplicateReport,
+    texts: Texts,
+    k: int = 20,
+    max_chars: int = 200,
+    probabilities: Sequence[float] | None = None,
 ) -> list[dict[str, Any]]:
     """The ``k`` best pairs as a list of dicts (a Prefect table artifact), texts cut short.
 
@@ -107,16 +132,15 @@ def top_pairs_table(
     [(0, 1), (0, 2)]
     """
     lookup = _lookup(report, texts)
-    return [
-        {
-            "id_a": a,
-            "id_b": b,
-            "score": score,
-            "text_a": _text(lookup, a, max_chars),
-            "text_b": _text(lookup, b, max_chars),
-        }
-        for a, b, score in report.pairs[:k]
-    ]
+    probs = _check_probabilities(report, probabilities)
+    rows = []
+    for i, (a, b, score) in enumerate(report.pairs[:k]):
+        row: dict[str, Any] = {"id_a": a, "id_b": b, "score": score}
+        if probs:
+            row["probability"] = round(probs[i], 4)
+        row.update(text_a=_text(lookup, a, max_chars), text_b=_text(lookup, b, max_chars))
+        rows.append(row)
+    return rows
 
 
 # ----------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 import flows  # noqa: F401  (offline-friendly Prefect defaults, before Prefect is imported)
 from embetter_core.dedupe import DEFAULT_THRESHOLD
@@ -41,6 +41,7 @@ from tasks.embed import embed_chunk  # noqa: E402
 from tasks.ingest import ingest  # noqa: E402
 from tasks.persist import commit_store, create_store, persist_chunk  # noqa: E402
 from tasks.report import write_report  # noqa: E402
+from tasks.score import score_candidate_pairs  # noqa: E402
 
 
 class EmbedParams(BaseModel):
@@ -63,6 +64,8 @@ class EmbedParams(BaseModel):
     backend: Literal["local", "modal"] = "local"
     gpu: str = "any"
     max_in_flight: int = Field(1, ge=1)
+    difference_model: str | None = None
+    min_probability: float | None = Field(None, ge=0, le=1)
 
     @field_validator("output")
     @classmethod
@@ -71,12 +74,18 @@ class EmbedParams(BaseModel):
             raise ValueError(f"output must be an .h5 file, got {value!r}")
         return value
 
-    @field_validator("input_path")
+    @field_validator("input_path", "difference_model")
     @classmethod
     def _exists(cls, value: str) -> str:
-        if not Path(value).exists():
-            raise ValueError(f"input not found: {value}")
+        if value is not None and not Path(value).exists():
+            raise ValueError(f"not found: {value}")
         return value
+
+    @model_validator(mode="after")
+    def _probability_needs_model(self) -> EmbedParams:
+        if self.min_probability is not None and not self.difference_model:
+            raise ValueError("min_probability needs a difference_model to score the pairs")
+        return self
 
     def encoder_spec(self) -> EncoderSpec:
         return EncoderSpec(
@@ -129,6 +138,14 @@ def check_outputs(params: EmbedParams) -> None:
         raise PermissionError(f"the report folder {report_dir} is not writable")
 
 
+def check_difference_model(path: str | None, spec: EncoderSpec) -> None:
+    """Refuse, before any work, a difference model trained with another encoder."""
+    if path:
+        from embetter_core.model import DifferenceClassifier
+
+        DifferenceClassifier.load(path, enc=spec.build_local())
+
+
 def check_backend(spec: EncoderSpec) -> None:
     """With Modal offload, stop before any work when no token or network is there."""
     if spec.backend == "modal":
@@ -156,6 +173,8 @@ def embed_corpus(
     backend: Literal["local", "modal"] = "local",
     gpu: str = "any",
     max_in_flight: Annotated[int, Field(ge=1)] = 1,
+    difference_model: str | None = None,
+    min_probability: Annotated[float, Field(ge=0, le=1)] | None = None,
     progress_bar: bool = False,
 ) -> EmbedResult:
     """Embed a corpus into an HDF5 store and report its near-duplicates.
@@ -163,6 +182,8 @@ def embed_corpus(
     Only what the cache lacks is encoded; a rerun after a crash reads the cache and
     finishes. ``input_path=None`` runs on the bundled demo corpus (2,000 Debian package
     descriptions). ``max_in_flight`` chunks are encoded at once (raise it with a Dask runner).
+    With ``difference_model`` (a saved ``DifferenceClassifier``) each pair gets the model's
+    probability; ``min_probability`` then keeps only the pairs the model calls duplicates.
     """
     started = time.perf_counter()
     logger = get_run_logger()
@@ -173,6 +194,7 @@ def embed_corpus(
     spec = params.encoder_spec()
     check_outputs(params)
     check_backend(spec)
+    check_difference_model(params.difference_model, spec)
 
     corpus = ingest(params.input_path, params.text_column, params.id_column, params.skip_invalid)
     logger.info(
@@ -184,6 +206,20 @@ def embed_corpus(
     logger.info("store written: %s", store_path)
 
     report = find_duplicates_in_store(str(store_path), params.threshold, params.dedupe_method)
+    probabilities = None
+    if params.difference_model:
+        text_of = dict(zip(corpus.ids, corpus.items, strict=True))
+        probabilities = score_candidate_pairs(
+            params.difference_model,
+            [text_of[a] for a, _, _ in report.pairs],
+            [text_of[b] for _, b, _ in report.pairs],
+            spec,
+            cache_folder(params.cache_dir, spec),
+        )
+        if params.min_probability is not None:
+            keep = probabilities >= params.min_probability
+            logger.info("difference model keeps %d of %d pairs", keep.sum(), len(keep))
+            report, probabilities = report.keep_pairs(keep), probabilities[keep]
     wanted = {i for pair in report.pairs for i in pair[:2]} | {
         i for members in report.clusters for i in members
     }
@@ -196,8 +232,19 @@ def embed_corpus(
         "encoder": spec.build_local().fingerprint(),
         "cache hits / misses": f"{stats['hits']} / {stats['misses']}",
         "store": str(store_path),
+        **(
+            {"difference model": params.difference_model, "min probability": params.min_probability}
+            if params.difference_model
+            else {}
+        ),
     }
-    paths = write_report(report, texts, params.report_dir, extra)
+    paths = write_report(
+        report,
+        texts,
+        params.report_dir,
+        extra,
+        probabilities=None if probabilities is None else probabilities.tolist(),
+    )
     result = EmbedResult(
         store_path=str(store_path),
         pairs_csv=str(paths["pairs_csv"]),
@@ -397,6 +444,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop empty/duplicate/unreadable rows and list them in the report instead of failing",
     )
     p.add_argument(
+        "--difference-model",
+        default=None,
+        help="a DifferenceClassifier saved by flows.train_difference (.skops): adds each "
+        "pair's probability to the report",
+    )
+    p.add_argument(
+        "--min-probability",
+        type=float,
+        default=None,
+        help="with --difference-model: keep only pairs whose probability is at least this",
+    )
+    p.add_argument(
         "--backend",
         choices=["local", "modal"],
         default="local",
@@ -452,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         "skip_invalid": args.skip_invalid,
         "backend": args.backend,
         "gpu": args.gpu,
+        "difference_model": args.difference_model,
+        "min_probability": args.min_probability,
         "progress_bar": sys.stderr.isatty() and not args.no_progress,
         "max_in_flight": args.max_in_flight
         or (2 * args.dask_workers if args.runner == "dask" else 1),

@@ -15,4 +15,4 @@ def find_duplicates_in_store(
 ) -> DuplicateReport:
     """Near-duplicate pairs and clusters of the vectors in ``store_path``."""
     with EmbeddingStore.open(store_path) as st:
-        return find_duplicates(st.embeddings, ids=st.ids, threshold=threshold, method=method)
+        return find_duplicates(st.dataset, ids=st.ids, threshold=threshold, method=method)

