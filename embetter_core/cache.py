@@ -194,10 +194,39 @@ def _unpickle_vectors(blobs: list[bytes]) -> list[np.ndarray]:
 
 
 def write_many(cache: Any, keys: Sequence[Any], vectors: np.ndarray) -> None:
-    """Write one vector per key in one transaction."""
-    with cache.transact():
-        for key, vec in zip(keys, vectors, strict=True):
-            cache.set(key, np.array(vec, dtype=np.float32))
+    """Write one vector per key in one transaction (keys already present are left as
+    they are: another process wrote the same vector first).
+
+    Rows are built with diskcache's own ``Disk.put`` / ``Disk.store`` and inserted with one
+    ``executemany``; diskcache's triggers keep its count and size right. A value too large
+    for the database (kept in a file) goes through ``Cache.add``.
+    """
+    disk, now = cache.disk, time.time()
+    rows, large = [], []
+    for key, vec in zip(keys, vectors, strict=True):
+        value = np.array(vec, dtype=np.float32)
+        db_key, raw = disk.put(key)
+        size, mode, filename, db_value = disk.store(value, False, key=key)
+        if filename is not None:
+            large.append((key, value, filename))
+            continue
+        rows.append((db_key, raw, now, None, now, 0, None, size, mode, None, db_value))
+    if rows:
+        con = sqlite3.connect(Path(cache.directory, "cache.db"), timeout=60, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany(
+                "INSERT OR IGNORE INTO Cache (key, raw, store_time, expire_time, access_time,"
+                " access_count, tag, size, mode, filename, value)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            con.execute("COMMIT")
+        finally:
+            con.close()
+    for key, value, filename in large:
+        Path(cache.directory, filename).unlink(missing_ok=True)  # Cache.add writes its own
+        cache.add(key, value)
 
 
 def check_fingerprint(cache: Any, fingerprint: str, where: str) -> None:
