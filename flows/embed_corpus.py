@@ -206,24 +206,12 @@ def embed_corpus(
     logger.info("store written: %s", store_path)
 
     report = find_duplicates_in_store(str(store_path), params.threshold, params.dedupe_method)
-    probabilities = None
-    if params.difference_model:
-        text_of = dict(zip(corpus.ids, corpus.items, strict=True))
-        probabilities = score_candidate_pairs(
-            params.difference_model,
-            [text_of[a] for a, _, _ in report.pairs],
-            [text_of[b] for _, b, _ in report.pairs],
-            spec,
-            cache_folder(params.cache_dir, spec),
-        )
-        if params.min_probability is not None:
-            keep = probabilities >= params.min_probability
-            logger.info("difference model keeps %d of %d pairs", keep.sum(), len(keep))
-            report, probabilities = report.keep_pairs(keep), probabilities[keep]
+    text_of = dict(zip(corpus.ids, corpus.items, strict=True))
+    report, probabilities = apply_difference_model(report, text_of, params, spec)
     wanted = {i for pair in report.pairs for i in pair[:2]} | {
         i for members in report.clusters for i in members
     }
-    texts = {i: t for i, t in zip(corpus.ids, corpus.items, strict=True) if i in wanted}
+    texts = {i: text_of[i] for i in wanted}
     extra = {
         "corpus": corpus.source,
         "rows": len(corpus),
@@ -260,6 +248,27 @@ def embed_corpus(
     )
     logger.info("done: %s", result.model_dump_json())
     return result
+
+
+def apply_difference_model(
+    report: Any, text_of: dict[str, Any], params: EmbedParams, spec: EncoderSpec
+) -> tuple[Any, Any]:
+    """Score each pair with ``params.difference_model`` (if any); with ``min_probability``
+    keep only the pairs it calls duplicates. Returns the report and the probabilities."""
+    if not params.difference_model:
+        return report, None
+    probabilities = score_candidate_pairs(
+        params.difference_model,
+        [text_of[a] for a, _, _ in report.pairs],
+        [text_of[b] for _, b, _ in report.pairs],
+        spec,
+        cache_folder(params.cache_dir, spec),
+    )
+    if params.min_probability is None:
+        return report, probabilities
+    keep = probabilities >= params.min_probability
+    get_run_logger().info("difference model keeps %d of %d pairs", keep.sum(), len(keep))
+    return report.keep_pairs(keep), probabilities[keep]
 
 
 def embed_and_persist(
