@@ -28,7 +28,7 @@ import resource, sys, time
 from flows.embed_corpus import embed_corpus
 start = time.perf_counter()
 r = embed_corpus(input_path=sys.argv[1], output=sys.argv[2], cache_dir=sys.argv[3],
-                 report_dir=sys.argv[4], id_column="package")
+                 report_dir=sys.argv[4], id_column="id")
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 secs = time.perf_counter() - start
 print(f"RESULT {r.rows} {r.cache_hits} {r.cache_misses} {secs:.1f} {peak:.0f}")
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         frame.to_csv(corpus, index=False)
         kwargs = {
             "input_path": str(corpus),
-            "id_column": "package",
+            "id_column": "id",
             "output": f"{tmp}/emb.h5",
             "cache_dir": f"{tmp}/cache",
             "report_dir": f"{tmp}/report",
