@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from embetter_core.cache import CachedEncoder
 from embetter_core.spec import EncoderSpec
-from tasks.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, is_transient
+from tasks.retry import RETRYING
 
 _ENCODERS: dict[tuple[str, str], CachedEncoder] = {}
 _LOCK = threading.Lock()
@@ -29,10 +29,7 @@ def cached_encoder(spec: EncoderSpec, cache_dir: str) -> CachedEncoder:
 
 @task(
     name="embed-chunk",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_jitter_factor=RETRY_JITTER,
-    retry_condition_fn=is_transient,
+    **RETRYING,
     cache_policy=NO_CACHE,
     persist_result=False,
     task_run_name="embed-chunk-{start}",

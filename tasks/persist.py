@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from embetter_core import store
 from embetter_core.store import EmbeddingStore, StoreWriter
-from tasks.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, is_transient
+from tasks.retry import RETRYING
 
 
 @task(name="create-store", cache_policy=NO_CACHE, persist_result=False)
@@ -32,10 +32,7 @@ def create_store(
 
 @task(
     name="persist-chunk",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_jitter_factor=RETRY_JITTER,
-    retry_condition_fn=is_transient,
+    **RETRYING,
     cache_policy=NO_CACHE,
     persist_result=False,
     task_run_name="persist-chunk-{start}",

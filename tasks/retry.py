@@ -34,3 +34,12 @@ def is_transient(task: Any, task_run: Any, state: Any) -> bool:
     except Exception as exc:
         return type(exc).__name__ != "ModalUnavailableError"
     return True
+
+
+# Keyword arguments for ``@task``: a task that retries transient failures with backoff.
+RETRYING: dict[str, Any] = {
+    "retries": RETRIES,
+    "retry_delay_seconds": RETRY_DELAYS,
+    "retry_jitter_factor": RETRY_JITTER,
+    "retry_condition_fn": is_transient,
+}
