@@ -27,7 +27,7 @@ def write_report(
     ``texts`` maps the ids that appear in pairs or clusters to their texts;
     ``probabilities`` (one per pair) come from a difference model, when the run has one.
     """
-    folder = Path(report_dir)
+    folder = Path(report_dir).absolute()
     folder.mkdir(parents=True, exist_ok=True)
     pairs = render.write_pairs_csv(report, texts, folder / "pairs.csv", probabilities)
     page = render.write_html(report, texts, folder / "report.html", extra=extra)

@@ -9,33 +9,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from embetter_core import DifferenceClassifier
+from tests.test_model import debian_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "embetter_core" / "data" / "debian-sample.csv.gz"
 
 
 def write_pair_file(path: Path, n: int = 16, seed: int = 0) -> pd.DataFrame:
-    """Real pairs from the bundled Debian slice (first lines only): ``n`` same-source pairs
-    (label 1) and ``n`` different-source ones (0), grouped by the first text's source."""
-    frame = pd.read_csv(SAMPLE, keep_default_na=False)
-    frame["short"] = frame["text"].str.split("\n").str[0]
-    rng = np.random.default_rng(seed)
-    rows = []
-    for source, group in frame.groupby("source"):
-        if len(group) >= 2 and len(rows) < n:
-            rows.append((group["short"].iloc[0], group["short"].iloc[1], 1, source))
-    while len(rows) < 2 * n:
-        i, j = rng.choice(len(frame), size=2, replace=False)
-        if frame["source"].iloc[i] != frame["source"].iloc[j]:
-            rows.append(
-                (frame["short"].iloc[i], frame["short"].iloc[j], 0, frame["source"].iloc[i])
-            )
-    pairs = pd.DataFrame(rows, columns=["first", "second", "same", "src"])
+    """The pairs of :func:`tests.test_model.debian_pairs`, written as a pair file with its
+    own column names."""
+    pairs = debian_pairs(n, seed).rename(
+        columns={"a": "first", "b": "second", "label": "same", "source": "src"}
+    )
     pairs.to_csv(path, index=False)
     return pairs
 
