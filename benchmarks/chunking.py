@@ -7,6 +7,7 @@ Same 3,000 Debian texts (seed 1 sample, as in benchmarks.pipeline), batch size 3
 """
 
 import time
+
 from benchmarks.data import load_debian
 from embetter_core import SentenceEncoder
 
