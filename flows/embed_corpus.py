@@ -114,13 +114,14 @@ class EmbedResult(BaseModel):
     seconds: float
 
 
-def cache_folder(cache_dir: str, spec: EncoderSpec) -> str:
-    """One cache folder per encoder under ``cache_dir``, named for the model and fingerprint.
+def cache_folder(cache_dir: str, spec: EncoderSpec, fingerprint: str | None = None) -> str:
+    """One cache folder per encoder under ``cache_dir``, named for the model and fingerprint
+    (``spec``'s, computed unless given).
 
     >>> cache_folder("out/cache", EncoderSpec())  # doctest: +ELLIPSIS
     'out/cache/all-MiniLM-L6-v2-...'
     """
-    fingerprint = spec.build_local().fingerprint()
+    fingerprint = fingerprint or spec.build_local().fingerprint()
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(spec.model_name).name).strip("-") or "model"
     digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:10]
     return str(Path(cache_dir) / f"{slug}-{digest}")
@@ -192,6 +193,8 @@ def embed_corpus(
         args["id_column"] = "package"  # the demo corpus: name rows by their Debian package
     params = EmbedParams(**args)
     spec = params.encoder_spec()
+    fingerprint = spec.build_local().fingerprint()
+    folder = cache_folder(params.cache_dir, spec, fingerprint)
     check_outputs(params)
     check_backend(spec)
     check_difference_model(params.difference_model, spec)
@@ -201,13 +204,13 @@ def embed_corpus(
         "ingested %d rows from %s (%d skipped)", len(corpus), corpus.source, len(corpus.skipped)
     )
 
-    writer, stats = embed_and_persist(corpus, spec, params, progress_bar)
+    writer, stats = embed_and_persist(corpus, spec, fingerprint, folder, params, progress_bar)
     store_path = commit_store(writer)
     logger.info("store written: %s", store_path)
 
     report = find_duplicates_in_store(str(store_path), params.threshold, params.dedupe_method)
     text_of = dict(zip(corpus.ids, corpus.items, strict=True))
-    report, probabilities = apply_difference_model(report, text_of, params, spec)
+    report, probabilities = apply_difference_model(report, text_of, params, spec, folder)
     wanted = {i for pair in report.pairs for i in pair[:2]} | {
         i for members in report.clusters for i in members
     }
@@ -217,7 +220,7 @@ def embed_corpus(
         "rows": len(corpus),
         "skipped rows": len(corpus.skipped),
         **({"first skipped": "; ".join(map(str, corpus.skipped[:5]))} if corpus.skipped else {}),
-        "encoder": spec.build_local().fingerprint(),
+        "encoder": fingerprint,
         "cache hits / misses": f"{stats['hits']} / {stats['misses']}",
         "store": str(store_path),
         **(
@@ -251,7 +254,7 @@ def embed_corpus(
 
 
 def apply_difference_model(
-    report: Any, text_of: dict[str, Any], params: EmbedParams, spec: EncoderSpec
+    report: Any, text_of: dict[str, Any], params: EmbedParams, spec: EncoderSpec, folder: str
 ) -> tuple[Any, Any]:
     """Score each pair with ``params.difference_model`` (if any); with ``min_probability``
     keep only the pairs it calls duplicates. Returns the report and the probabilities."""
@@ -262,7 +265,7 @@ def apply_difference_model(
         [text_of[a] for a, _, _ in report.pairs],
         [text_of[b] for _, b, _ in report.pairs],
         spec,
-        cache_folder(params.cache_dir, spec),
+        folder,
     )
     if params.min_probability is None:
         return report, probabilities
@@ -272,13 +275,21 @@ def apply_difference_model(
 
 
 def embed_and_persist(
-    corpus: Any, spec: EncoderSpec, params: EmbedParams, progress_bar: bool
+    corpus: Any,
+    spec: EncoderSpec,
+    fingerprint: str,
+    folder: str,
+    params: EmbedParams,
+    progress_bar: bool,
 ) -> tuple[Any, dict[str, int]]:
     """Embed the corpus chunk by chunk (at most ``max_in_flight`` at once), writing each
-    chunk to the temporary store as it completes. Returns the writer and cache counts."""
+    chunk to the temporary store as it completes. Returns the writer and cache counts.
+
+    Chunks come from :meth:`Corpus.encode_chunks`: rows of similar length encode together,
+    as in one ``encode`` call, and each vector is written back to its row.
+    """
     logger = get_run_logger()
-    folder = cache_folder(params.cache_dir, spec)
-    chunks = corpus.chunks(params.chunk_size)
+    chunks = corpus.encode_chunks(params.chunk_size)
     progress_id = create_progress_artifact(
         progress=0.0, key="embed-corpus-progress", description="Chunks embedded and persisted"
     )
@@ -287,44 +298,45 @@ def embed_and_persist(
         from tqdm import tqdm
 
         bar = tqdm(total=len(corpus), unit="row", desc="embedding", file=sys.stderr)
-    totals = {"hits": 0, "misses": 0}
+    totals = {"hits": 0, "misses": 0, "rows": 0}
     writer = None
-    pending: deque[tuple[range, Any]] = deque()
+    pending: deque[tuple[int, Any, Any]] = deque()
 
     def drain_one() -> None:
         nonlocal writer
-        rows, future = pending.popleft()
+        number, rows, future = pending.popleft()
         vectors, chunk_stats = future.result()
         if writer is None:
             writer = create_store(
                 params.output,
                 len(corpus),
                 int(vectors.shape[1]),
-                spec.build_local().fingerprint(),
+                fingerprint,
                 corpus.source,
                 corpus.corpus_hash(),
                 params.chunk_size,
             )
-        persist_chunk(writer, rows.start, corpus.ids[rows.start : rows.stop], vectors)
-        totals["hits"] += chunk_stats["hits"]
-        totals["misses"] += chunk_stats["misses"]
-        done = rows.stop
+        persist_chunk(writer, rows, [corpus.ids[i] for i in rows], vectors, chunk=number)
+        for key in ("hits", "misses"):
+            totals[key] += chunk_stats[key]
+        totals["rows"] += len(rows)
         logger.info(
-            "rows %d-%d of %d: %d cache hits, %d misses",
-            rows.start,
-            rows.stop - 1,
-            len(corpus),
+            "chunk %d of %d (%d rows): %d cache hits, %d misses",
+            number + 1,
+            len(chunks),
+            len(rows),
             chunk_stats["hits"],
             chunk_stats["misses"],
         )
-        update_progress_artifact(progress_id, progress=100.0 * done / len(corpus))
+        update_progress_artifact(progress_id, progress=100.0 * totals["rows"] / len(corpus))
         if bar is not None:
             bar.update(len(rows))
 
     try:
-        for rows in chunks:
-            items = corpus.items[rows.start : rows.stop]
-            pending.append((rows, embed_chunk.submit(items, rows.start, spec, folder)))
+        for number, rows in enumerate(chunks):
+            items = [corpus.items[i] for i in rows]
+            future = embed_chunk.submit(items, number, spec, folder)
+            pending.append((number, rows, future))
             if len(pending) >= params.max_in_flight:
                 drain_one()
         while pending:
@@ -333,7 +345,7 @@ def embed_and_persist(
         if bar is not None:
             bar.close()
     logger.info("cache: %d hits, %d misses", totals["hits"], totals["misses"])
-    return writer, totals
+    return writer, {"hits": totals["hits"], "misses": totals["misses"]}
 
 
 def dask_runner(address: str | None = None, n_workers: int = 2) -> Any:

@@ -32,12 +32,12 @@ def cached_encoder(spec: EncoderSpec, cache_dir: str) -> CachedEncoder:
     **RETRYING,
     cache_policy=NO_CACHE,
     persist_result=False,
-    task_run_name="embed-chunk-{start}",
+    task_run_name="embed-chunk-{chunk}",
 )
 def embed_chunk(
-    items: list[Any], start: int, spec: EncoderSpec, cache_dir: str
+    items: list[Any], chunk: int, spec: EncoderSpec, cache_dir: str
 ) -> tuple[np.ndarray, dict[str, int]]:
-    """Vectors for one chunk of items starting at row ``start``, and its cache hit counts."""
+    """Vectors for the items of chunk number ``chunk``, and its cache hit counts."""
     enc = cached_encoder(spec, cache_dir)
     vectors = enc.transform(items)
     return vectors, dict(enc.last_stats_)

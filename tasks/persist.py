@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +36,18 @@ def create_store(
     **RETRYING,
     cache_policy=NO_CACHE,
     persist_result=False,
-    task_run_name="persist-chunk-{start}",
+    task_run_name="persist-chunk-{chunk}",
 )
-def persist_chunk(writer: StoreWriter, start: int, ids: list[str], vectors: np.ndarray) -> int:
-    """Write one chunk's rows into the temporary store; returns the rows written."""
-    writer.write(start, ids, vectors)
+def persist_chunk(
+    writer: StoreWriter,
+    rows: int | Sequence[int] | np.ndarray,
+    ids: list[str],
+    vectors: np.ndarray,
+    chunk: int = 0,
+) -> int:
+    """Write chunk number ``chunk`` into the temporary store: its ``ids`` and ``vectors`` go
+    to ``rows`` (a first row number, or the row numbers); returns the rows written."""
+    writer.write(rows, ids, vectors)
     return len(ids)
 
 

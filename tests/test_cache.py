@@ -47,9 +47,7 @@ class ProjectionEncoder(EmbeddingEncoder):
 
 def test_seed_contract(tmp_path, sentence_encoder):
     folder = str(tmp_path / "sentence-enc")
-    texts = [
-        f"this is a pretty long text, which is more expensive {i}" for i in range(5)
-    ]
+    texts = [f"this is a pretty long text, which is more expensive {i}" for i in range(5)]
     out = cached(folder, sentence_encoder).transform(texts)
     expected = sentence_encoder.transform(texts)
     store = diskcache.Cache(folder)

@@ -314,6 +314,35 @@ def test_chunks_are_ranges_covering_every_row():
             corpus.chunks(bad)
 
 
+def test_encode_chunks_sort_by_length_within_windows():
+    rng = np.random.default_rng(0)
+    texts = ["x" * int(k) for k in rng.integers(1, 500, size=2501)]
+    corpus = Corpus.from_texts(texts)
+    chunks = corpus.encode_chunks(100, window=8)
+    assert [c.size for c in chunks] == [100] * 25 + [1]
+    assert np.sort(np.concatenate(chunks)).tolist() == list(range(2501))
+    for chunk in chunks:
+        assert (np.diff(chunk) > 0).all()  # increasing row numbers, for the store
+    for w, first in enumerate(range(0, 26, 8)):
+        window = chunks[first : first + 8]
+        rows = np.concatenate(window)
+        assert rows.min() >= w * 800 and rows.max() < (w + 1) * 800  # stays in its window
+        lengths = [np.array([len(texts[i]) for i in c]) for c in window]
+        for longer, shorter in zip(lengths, lengths[1:], strict=False):
+            assert longer.min() >= shorter.max()  # longest first, chunk after chunk
+    assert [c.tolist() for c in corpus.encode_chunks(1000, window=1)] == [
+        list(r) for r in corpus.chunks(1000)
+    ]
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="window must be a positive integer"):
+            corpus.encode_chunks(100, window=bad)
+
+
+def test_encode_chunks_of_images_stay_consecutive():
+    corpus = Corpus(["a", "b", "c"], ["/x/long-name.png", "/x/a.png", "/x/bb.png"], kind="image")
+    assert [c.tolist() for c in corpus.encode_chunks(2)] == [[0, 1], [2]]
+
+
 def test_corpus_hash_covers_ids_items_and_order():
     base = Corpus(["a", "b"], ["x", "y"]).corpus_hash()
     assert len(base) == 64 and int(base, 16) >= 0

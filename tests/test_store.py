@@ -123,6 +123,25 @@ def test_rewriting_rows_same_ids_is_idempotent_other_ids_raise(tmp_path):
         assert store.embeddings[:2].tolist() == [[2.0, 2.0], [2.0, 2.0]]
 
 
+def test_scattered_rows_land_in_place_in_any_order(tmp_path):
+    n = 40
+    ids = [f"id-{i}" for i in range(n)]
+    data = vectors(n, dim=4)
+    writer = EmbeddingStore.create(tmp_path / "o.h5", n=n, dim=4, fingerprint="fp", chunk_rows=8)
+    order = np.random.default_rng(3).permutation(n)
+    for part in np.array_split(order, 5):  # unsorted row numbers, as a list and as an array
+        rows = part.tolist() if part[0] % 2 else part
+        writer.write(rows, [ids[i] for i in part], data[part])
+    with pytest.raises(StoreError, match="first row 7: stored 'id-7', given 'x'"):
+        writer.write([9, 7], ["id-9", "x"], data[[9, 7]])
+    writer.write(np.array([5, 4]), ["id-5", "id-4"], data[[5, 4]] * 2)  # a retried chunk
+    writer.commit()
+    with EmbeddingStore.open(tmp_path / "o.h5") as store:
+        expected = data.copy()
+        expected[[4, 5]] *= 2
+        assert store.ids == ids and np.array_equal(store.embeddings, expected)
+
+
 def test_commit_refuses_duplicate_ids(tmp_path):
     writer = EmbeddingStore.create(tmp_path / "o.h5", n=3, dim=2, fingerprint="fp")
     writer.write(0, ["a", "b", "a"], np.ones((3, 2)))
@@ -140,6 +159,12 @@ def test_commit_refuses_duplicate_ids(tmp_path):
         (0, ["a", "b"], np.ones((1, 4)), "2 ids but 1 embedding rows"),
         (4, ["a", "b"], np.ones((2, 4)), "rows 4-5 are out of bounds: the store has 5 rows"),
         (-1, ["a"], np.ones((1, 4)), "start must be a non-negative integer, got -1"),
+        ([0, 5], ["a", "b"], np.ones((2, 4)), "row 5 is out of bounds: the store has 5 rows"),
+        ([3, -1], ["a", "b"], np.ones((2, 4)), "row -1 is out of bounds"),
+        ([2, 1, 2], ["a", "b", "c"], np.ones((3, 4)), "row 2 is given more than once"),
+        ([0, 1], ["a"], np.ones((1, 4)), "2 row numbers but 1 ids"),
+        ([0.0], ["a"], np.ones((1, 4)), "rows must be a first row number or a 1-D sequence"),
+        (True, ["a"], np.ones((1, 4)), "rows must be a first row number or a 1-D sequence"),
         (0, ["a", 3], np.ones((2, 4)), "id at position 1 is int; expected str"),
         (0, "ab", np.ones((2, 4)), "ids must be a sequence of strings"),
         (0, ["a", "b"], np.array([[1, 2, 3, 4], [0, np.nan, 0, 0]], dtype=float), "NaN"),
