@@ -335,7 +335,8 @@ def write_rows(
     >>> write_rows(tmp, [2, 1], ["c", "b"], np.array([[2.0, 2.0], [1.0, 1.0]]))
     >>> commit(tmp, target) == target, tmp.exists()
     (True, False)
-    >>> EmbeddingStore.open(target).embeddings[:, 0].tolist(), EmbeddingStore.open(target).ids
+    >>> with EmbeddingStore.open(target) as store:
+    ...     store.embeddings[:, 0].tolist(), store.ids
     ([0.0, 1.0, 2.0], ['a', 'b', 'c'])
     """
     tmp = Path(tmp_path)

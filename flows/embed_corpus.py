@@ -321,10 +321,12 @@ def embed_and_persist(
             totals[key] += chunk_stats[key]
         totals["rows"] += len(rows)
         logger.info(
-            "chunk %d of %d (%d rows): %d cache hits, %d misses",
-            number + 1,
+            "chunk %d of %d written (%d rows; %d of %d done): %d cache hits, %d misses",
+            number,
             len(chunks),
             len(rows),
+            totals["rows"],
+            len(corpus),
             chunk_stats["hits"],
             chunk_stats["misses"],
         )
@@ -333,7 +335,7 @@ def embed_and_persist(
             bar.update(len(rows))
 
     try:
-        for number, rows in enumerate(chunks):
+        for number, rows in enumerate(chunks, start=1):
             items = [corpus.items[i] for i in rows]
             future = embed_chunk.submit(items, number, spec, folder)
             pending.append((number, rows, future))

@@ -37,7 +37,8 @@ def cached_encoder(spec: EncoderSpec, cache_dir: str) -> CachedEncoder:
 def embed_chunk(
     items: list[Any], chunk: int, spec: EncoderSpec, cache_dir: str
 ) -> tuple[np.ndarray, dict[str, int]]:
-    """Vectors for the items of chunk number ``chunk``, and its cache hit counts."""
+    """Vectors for the items of chunk number ``chunk`` (it names the task run), and its cache
+    hit counts."""
     enc = cached_encoder(spec, cache_dir)
     vectors = enc.transform(items)
     return vectors, dict(enc.last_stats_)
