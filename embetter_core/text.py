@@ -129,11 +129,14 @@ def token_lengths(model: Any, texts: list[str]) -> np.ndarray:
     if tokenizer is None or not callable(tokenizer):
         return np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
     limit = getattr(model, "max_seq_length", None)
-    ids = tokenizer(
-        texts,
-        truncation=limit is not None,
-        max_length=limit,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-    )["input_ids"]
-    return np.fromiter(map(len, ids), dtype=np.int64, count=len(texts))
+    lengths = np.empty(len(texts), dtype=np.int64)
+    for at in range(0, len(texts), 10_000):  # keep only the counts, not every token id
+        ids = tokenizer(
+            texts[at : at + 10_000],
+            truncation=limit is not None,
+            max_length=limit,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        lengths[at : at + len(ids)] = [len(row) for row in ids]
+    return lengths
