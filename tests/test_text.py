@@ -55,6 +55,15 @@ def test_token_sorted_batches_give_plain_encode_vectors_in_input_order(capsys):
     np.testing.assert_allclose(out, plain, atol=1e-5)
     assert "Batches" in capsys.readouterr().err  # 9 batches of 8 or fewer, shown
     lengths = token_lengths(enc.model_, texts)
+
+    batches: list[list[str]] = []
+    real_encode = enc.model_.encode
+    enc.model_.encode = lambda batch, **kw: batches.append(batch) or real_encode(batch, **kw)
+    enc.transform(texts)
+    of = dict(zip(texts, lengths, strict=False))
+    spans = [(min(of[t] for t in b), max(of[t] for t in b)) for b in batches]
+    assert [len(b) for b in batches] == [8] * 8 + [6]
+    assert all(low >= high for (low, _), (_, high) in zip(spans, spans[1:], strict=False))
     assert lengths.tolist() == [len(enc.model_.tokenizer(t)["input_ids"]) for t in texts]
     assert token_lengths(enc.model_, ["word " * 1000])[0] == enc.model_.max_seq_length
 
