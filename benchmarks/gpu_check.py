@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         flush=True,
     )
     gpu_rate = 0.0
-    for batch_size in [int(b) for b in str(args.gpu_batch_size).split(",")]:
+    gpu_batches = [int(b) for b in str(args.gpu_batch_size).split(",")]
+    for batch_size in gpu_batches:
         rate, gpu_vecs = text_rate(texts, "cuda", batch_size, args.model)
         worst = float(np.max(1 - np.sum(cpu_vecs * gpu_vecs[:cpu_n], axis=1)))
         print(
@@ -177,8 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = clip_checkpoint(tmp)
         cpu_img = image_rate(checkpoint, args.cpu_images, "cpu", args.cpu_batch_size)
-        gpu_batch = max(int(b) for b in str(args.gpu_batch_size).split(","))
-        gpu_img = image_rate(checkpoint, args.images, "cuda", min(gpu_batch, 256))
+        gpu_img = image_rate(checkpoint, args.images, "cuda", min(max(gpu_batches), 256))
     print(f"ClipEncoder cpu     : {cpu_img:9.1f} images/s ({args.cpu_images} random images)")
     print(f"ClipEncoder cuda    : {gpu_img:9.1f} images/s ({args.images} random images)")
     print(f"  ratio GPU / CPU   : {gpu_img / cpu_img:9.1f}x   (ViT-B-32, random weights)")

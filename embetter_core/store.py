@@ -307,8 +307,9 @@ def _row_selection(rows: Any, count: int, n: int) -> tuple[slice | np.ndarray, n
     if picked.size and (picked[0] < 0 or picked[-1] >= n):
         bad = picked[0] if picked[0] < 0 else picked[-1]
         raise ValueError(f"row {bad} is out of bounds: the store has {n} rows (0-{n - 1})")
-    if (np.diff(picked) == 0).any():
-        twice = picked[1:][np.diff(picked) == 0][0]
+    repeated = picked[1:][np.diff(picked) == 0]
+    if repeated.size:
+        twice = repeated[0]
         raise ValueError(f"row {twice} is given more than once")
     if picked.size and picked[-1] - picked[0] + 1 == picked.size:
         return slice(int(picked[0]), int(picked[-1]) + 1), order

@@ -209,7 +209,7 @@ def embed_corpus(
     logger.info("store written: %s", store_path)
 
     report = find_duplicates_in_store(str(store_path), params.threshold, params.dedupe_method)
-    text_of = dict(zip(corpus.ids, corpus.items, strict=True))
+    text_of = corpus.texts_by_id()
     report, probabilities = apply_difference_model(report, text_of, params, spec, folder)
     wanted = {i for pair in report.pairs for i in pair[:2]} | {
         i for members in report.clusters for i in members
@@ -298,12 +298,13 @@ def embed_and_persist(
         from tqdm import tqdm
 
         bar = tqdm(total=len(corpus), unit="row", desc="embedding", file=sys.stderr)
-    totals = {"hits": 0, "misses": 0, "rows": 0}
+    totals = {"hits": 0, "misses": 0}
+    done = 0
     writer = None
     pending: deque[tuple[int, Any, Any]] = deque()
 
     def drain_one() -> None:
-        nonlocal writer
+        nonlocal writer, done
         number, rows, future = pending.popleft()
         vectors, chunk_stats = future.result()
         if writer is None:
@@ -317,20 +318,20 @@ def embed_and_persist(
                 params.chunk_size,
             )
         persist_chunk(writer, rows, [corpus.ids[i] for i in rows], vectors, chunk=number)
-        for key in ("hits", "misses"):
+        for key in totals:
             totals[key] += chunk_stats[key]
-        totals["rows"] += len(rows)
+        done += len(rows)
         logger.info(
             "chunk %d of %d written (%d rows; %d of %d done): %d cache hits, %d misses",
             number,
             len(chunks),
             len(rows),
-            totals["rows"],
+            done,
             len(corpus),
             chunk_stats["hits"],
             chunk_stats["misses"],
         )
-        update_progress_artifact(progress_id, progress=100.0 * totals["rows"] / len(corpus))
+        update_progress_artifact(progress_id, progress=100.0 * done / len(corpus))
         if bar is not None:
             bar.update(len(rows))
 
@@ -347,7 +348,7 @@ def embed_and_persist(
         if bar is not None:
             bar.close()
     logger.info("cache: %d hits, %d misses", totals["hits"], totals["misses"])
-    return writer, {"hits": totals["hits"], "misses": totals["misses"]}
+    return writer, totals
 
 
 def dask_runner(address: str | None = None, n_workers: int = 2) -> Any:
