@@ -19,15 +19,12 @@ from typing import Any
 import numpy as np
 
 from embetter_core.base import EmbeddingEncoder, as_float32
+from embetter_core.errors import FingerprintMismatchError
 
 FINGERPRINT_KEY = ("embetter-core", "fingerprint")
 _MISSING = object()
 _MODE_PICKLE = 4  # diskcache.core.MODE_PICKLE: the value column holds a pickle
 _IN_BATCH = 500  # keys per SELECT ... IN (...)
-
-
-class FingerprintMismatchError(ValueError):
-    """A cache or store written by one encoder was opened with another."""
 
 
 def cached(name: str | os.PathLike[str], encoder: EmbeddingEncoder) -> CachedEncoder:

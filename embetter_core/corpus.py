@@ -20,12 +20,15 @@ import json
 import math
 import os
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from embetter_core.errors import CorpusError
+from embetter_core.files import IMAGE_SUFFIXES, file_sha256
 
 TEXT_FORMATS = {
     ".csv": "csv",
@@ -36,12 +39,7 @@ TEXT_FORMATS = {
     ".txt": "txt",
 }
 GZIP_FORMATS = {"csv", "jsonl", "txt"}
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 SHOW_ROWS = 5  # how many bad rows an error message lists before "... and N more"
-
-
-class CorpusError(ValueError):
-    """A corpus file that cannot be read: bad format, missing column, invalid or no rows."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +139,7 @@ class Corpus:
         for id_, item in zip(self.ids, self.items, strict=True):
             _update_field(digest, id_.encode("utf-8", "surrogatepass"))
             if self.kind == "image":
-                _update_field(digest, _file_sha256(item))
+                _update_field(digest, bytes.fromhex(file_sha256(item)))
             else:
                 _update_field(digest, item.encode("utf-8", "surrogatepass"))
         return digest.hexdigest()
@@ -513,16 +511,3 @@ def _list_problems(problems: list[SkippedRow]) -> str:
 def _update_field(digest: Any, data: bytes) -> None:
     digest.update(len(data).to_bytes(8, "little"))
     digest.update(data)
-
-
-def _file_sha256(path: str) -> bytes:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in _blocks(f):
-            digest.update(block)
-    return digest.digest()
-
-
-def _blocks(f: Any, size: int = 1 << 20) -> Iterator[bytes]:
-    while block := f.read(size):
-        yield block

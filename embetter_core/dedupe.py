@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from embetter_core.errors import DuplicateSearchError
+
 #: The default cosine threshold, picked on the Debian corpus (``benchmarks.dedupe_quality``):
 #: the per-row dedupe decision scores best at 0.85 (see BENCHMARKS.md).
 DEFAULT_THRESHOLD = 0.85
@@ -47,10 +49,6 @@ METHODS = ("auto", "exact", "ann")
 #: Candidates are screened this far below the floor in float32, then rescored exactly.
 _SCREEN_SLACK = 1e-4
 _READ_BLOCK = 65_536
-
-
-class DuplicateSearchError(ValueError):
-    """Bad input to :func:`find_duplicates` (non-finite rows, wrong ids, bad parameters)."""
 
 
 # ----------------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ import html
 import io
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from embetter_core.dedupe import DuplicateReport
+from embetter_core.files import write_atomic
 
 Texts = Mapping[Any, str] | Sequence[str] | None
 
@@ -63,21 +63,6 @@ def _text(lookup: Mapping[Any, str] | None, key: Any, limit: int | None = None) 
     return value
 
 
-def _write_atomic(path: str | os.PathLike[str], data: str) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 # ----------------------------------------------------------------------------------------
 # CSV and tables
 # ----------------------------------------------------------------------------------------
@@ -102,7 +87,7 @@ def write_pairs_csv(
     for i, (a, b, score) in enumerate(report.pairs):
         prob = [round(probs[i], 6)] if probs else []
         writer.writerow([a, b, score, *prob, _text(lookup, a), _text(lookup, b)])
-    return _write_atomic(path, buf.getvalue())
+    return write_atomic(path, buf.getvalue())
 
 
 def _check_probabilities(
@@ -323,4 +308,4 @@ def write_html(
         shown = ", ".join(str(i) for i in report.zero_vector_ids[:50])
         parts.append(f'<h2 id="zero">Zero vectors (match nothing)</h2><p>{esc(shown)}</p>')
     parts.append("</body></html>\n")
-    return _write_atomic(path, "\n".join(p for p in parts if p))
+    return write_atomic(path, "\n".join(p for p in parts if p))

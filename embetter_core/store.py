@@ -31,23 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from embetter_core.errors import IncompleteStoreError, OutputNotWritableError, StoreError
+from embetter_core.files import replace_durably
+
 FORMAT = "embetter-core/embedding-store"
 FORMAT_VERSION = 1
 _WRITTEN = "written"  # bookkeeping dataset of the temporary file, dropped by commit()
 _OVERWRITE = "_overwrite"  # bookkeeping attribute: may commit() replace an existing file?
 _OPEN_RETRY_S = 60.0  # how long to retry an HDF5 file lock held by another process
-
-
-class StoreError(ValueError):
-    """A store that cannot be written, committed or read as asked."""
-
-
-class IncompleteStoreError(StoreError):
-    """``commit`` found rows that were never written."""
-
-
-class OutputNotWritableError(OSError):
-    """The output path cannot be written (missing permission, a file where a folder is, ...)."""
 
 
 # -- paths ------------------------------------------------------------------------------
@@ -382,7 +373,7 @@ def commit(tmp_path: str | os.PathLike[str], path: str | os.PathLike[str]) -> Pa
     >>> commit(writer.tmp_path, target)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    embetter_core.store.IncompleteStoreError: ...3 of 5 rows...: rows 0, 3-4 (inclusive)...
+    embetter_core.errors.IncompleteStoreError: ...3 of 5 rows...: rows 0, 3-4 (inclusive)...
     >>> writer.abort()
     """
     tmp, final = Path(tmp_path).absolute(), Path(path).expanduser().absolute()
@@ -405,11 +396,9 @@ def commit(tmp_path: str | os.PathLike[str], path: str | os.PathLike[str]) -> Pa
             del f[_WRITTEN]
             del f.attrs[_OVERWRITE]
             f.flush()
-        _fsync(tmp)
         if not overwrite and final.exists():
             raise FileExistsError(f"cannot commit: {final} exists and overwrite=False")
-        os.replace(tmp, final)
-        _fsync(final.parent)
+        replace_durably(tmp, final)
     _unlink(_lock_path(tmp))
     return final
 
@@ -424,19 +413,6 @@ def _check_unique_ids(ids: np.ndarray, final: Path) -> None:
             f"cannot commit {final}: {dup.size} id(s) occur more than once, e.g. {first!r} "
             f"at rows {', '.join(map(str, rows[:5]))}"
         )
-
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # folders cannot be fsynced on some platforms
-    finally:
-        os.close(fd)
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import errno
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,19 +20,11 @@ from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from embetter_core.base import EmbeddingEncoder, _is_missing, content_key, pick_device
+from embetter_core.errors import UnreadableImageError
+from embetter_core.files import IMAGE_SUFFIXES, file_sha256
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 _CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz"})
-_HASH_BLOCK = 1 << 20
 _file_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256
-
-
-class UnreadableImageError(ValueError):
-    """An image file exists but cannot be decoded; ``path`` names it."""
-
-    def __init__(self, message: str, path: str) -> None:
-        super().__init__(message)
-        self.path = path
 
 
 def is_image_path(item: Any) -> bool:
@@ -44,16 +35,7 @@ def is_image_path(item: Any) -> bool:
     """
     if isinstance(item, os.PathLike):
         return True
-    return isinstance(item, str) and os.path.splitext(item)[1].lower() in IMAGE_EXTENSIONS
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The sha256 hex digest of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+    return isinstance(item, str) and os.path.splitext(item)[1].lower() in IMAGE_SUFFIXES
 
 
 def image_file_key(path: str | os.PathLike[str]) -> tuple[str, str]:

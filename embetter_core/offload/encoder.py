@@ -10,14 +10,11 @@ from typing import Any
 import numpy as np
 
 from embetter_core.base import EmbeddingEncoder, as_float32
+from embetter_core.errors import ModalBatchError
 from embetter_core.offload.ready import ModalUnavailableError, check_modal_ready, lookup_deployed
 from embetter_core.offload.remote import APP_NAME, encoder_spec, gpu_request, pack_items
 
 MODES = ("deployed", "ephemeral", "auto")
-
-
-class ModalBatchError(RuntimeError):
-    """A batch still failed on Modal after the app's retries; names the input positions."""
 
 
 class ModalEncoder(EmbeddingEncoder):

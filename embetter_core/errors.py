@@ -1,0 +1,51 @@
+"""Every exception embetter-core raises on purpose, in one place.
+
+Each is a subclass of the built-in a caller would catch anyway (``ValueError`` for bad
+input, ``OSError`` for paths, ``RuntimeError`` for services), so ``except ValueError`` keeps
+working; the specific class says which layer refused.
+
+>>> issubclass(IncompleteStoreError, StoreError), issubclass(CorpusError, ValueError)
+(True, True)
+"""
+
+from __future__ import annotations
+
+
+class CorpusError(ValueError):
+    """A corpus file that cannot be read: bad format, missing column, invalid or no rows."""
+
+
+class FingerprintMismatchError(ValueError):
+    """A cache or store written by one encoder was opened with another."""
+
+
+class StoreError(ValueError):
+    """A store that cannot be written, committed or read as asked."""
+
+
+class IncompleteStoreError(StoreError):
+    """``commit`` found rows that were never written."""
+
+
+class OutputNotWritableError(OSError):
+    """The output path cannot be written (missing permission, a file where a folder is, ...)."""
+
+
+class DuplicateSearchError(ValueError):
+    """Bad input to :func:`find_duplicates` (non-finite rows, wrong ids, bad parameters)."""
+
+
+class UnreadableImageError(ValueError):
+    """An image file exists but cannot be decoded; ``path`` names it."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ModalBatchError(RuntimeError):
+    """A batch still failed on Modal after the app's retries; names the input positions."""
+
+
+class ModalUnavailableError(RuntimeError):
+    """Modal cannot be used here (no package, no token, no network, app not deployed)."""
