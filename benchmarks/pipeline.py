@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import flows  # noqa: F401  (Prefect defaults)
 from benchmarks.data import load_debian
+from flows.offline import use_offline_defaults
 
 RSS_SCRIPT = """
 import resource, sys, time
@@ -52,6 +52,7 @@ def share_debian_cache(root: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    use_offline_defaults()  # before Prefect starts a server or the model loads
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--chunk-size", type=int, default=1000)

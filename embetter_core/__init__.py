@@ -16,9 +16,11 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "SentenceEncoder": "embetter_core.text",
+    "StaticEncoder": "embetter_core.static",
     "ClipEncoder": "embetter_core.vision",
     "ImageLoader": "embetter_core.vision",
     "ColumnGrabber": "embetter_core.grab",
+    "EncoderSpec": "embetter_core.spec",
     "cached": "embetter_core.cache",
     "CachedEncoder": "embetter_core.cache",
     "FingerprintMismatchError": "embetter_core.cache",
@@ -27,6 +29,7 @@ _EXPORTS = {
     "Corpus": "embetter_core.corpus",
     "find_duplicates": "embetter_core.dedupe",
     "DuplicateReport": "embetter_core.dedupe",
+    "Candidates": "embetter_core.dedupe",
     "DifferenceClassifier": "embetter_core.model",
     "ModalEncoder": "embetter_core.offload",
 }

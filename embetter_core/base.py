@@ -8,13 +8,21 @@ vectors (model, revision, settings), so caches and stores never mix two encoders
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
+import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+
+if TYPE_CHECKING:
+    from embetter_core.spec import EncoderSpec
+
+DEPLOY_HINT = "modal deploy -m embetter_core.offload.modal_app"
 
 
 class EmbeddingEncoder(TransformerMixin, BaseEstimator):
@@ -22,7 +30,23 @@ class EmbeddingEncoder(TransformerMixin, BaseEstimator):
 
     Subclasses implement ``transform`` and ``_fingerprint_fields``; models load lazily and are
     kept in attributes named ``_lazy_*``, which pickling and ``clone`` leave out.
+
+    How an :class:`~embetter_core.spec.EncoderSpec` describes the encoder, and what may cross
+    to a Modal container, are methods here with defaults that fit an encoder whose
+    ``__init__`` takes ``name`` / ``batch_size`` / ``device``; a subclass overrides only what
+    differs (``ClipEncoder`` adds ``pretrained`` and sends image files as bytes).
     """
+
+    #: EncoderSpec field -> ``__init__`` parameter; a parameter the class lacks is left out.
+    spec_fields: ClassVar[dict[str, str]] = {
+        "model": "name",
+        "pretrained": "pretrained",
+        "batch_size": "batch_size",
+        "device": "device",
+        "precision": "precision",
+    }
+    #: pip packages a Modal container needs to run this encoder (pinned to the local versions).
+    remote_packages: ClassVar[tuple[str, ...]] = ()
 
     def fit(self, X: Any = None, y: Any = None) -> EmbeddingEncoder:  # noqa: N803
         """Do nothing: encoders are pretrained. Returns ``self``."""
@@ -51,6 +75,101 @@ class EmbeddingEncoder(TransformerMixin, BaseEstimator):
     def validate_input(self, X: Any) -> list[Any]:  # noqa: N803
         """Check the input and return it as a list; text encoders take strings only."""
         return check_texts(X)
+
+    # -- how an EncoderSpec describes this encoder (embetter_core.spec) ------------------------
+    def spec_params(self) -> dict[str, Any]:
+        """This encoder's settings as ``EncoderSpec`` fields (see ``spec_fields``).
+
+        >>> from embetter_core import SentenceEncoder
+        >>> SentenceEncoder(batch_size=8).spec_params()
+        {'model': 'all-MiniLM-L6-v2', 'batch_size': 8, 'device': None, 'precision': 'auto'}
+        """
+        params = self.get_params(deep=False)
+        return {
+            field: os.fspath(params[param])
+            if isinstance(params[param], os.PathLike)
+            else params[param]
+            for field, param in self.spec_fields.items()
+            if param in params
+        }
+
+    @classmethod
+    def from_spec(cls, spec: EncoderSpec) -> Self:
+        """A new encoder with ``spec``'s settings; a field left ``None`` keeps the class default.
+
+        A setting the class has no parameter for (``pretrained`` for a ``SentenceEncoder``)
+        raises ``ValueError`` rather than being ignored; ``batch_size`` and ``device`` are
+        hints a class without them ignores.
+        """
+        accepted = set(cls._get_param_names())
+        kwargs: dict[str, Any] = {}
+        for field, param in cls.spec_fields.items():
+            value = getattr(spec, field)
+            if value is None:
+                continue
+            if param in accepted:
+                kwargs[param] = value
+            elif field not in ("batch_size", "device"):
+                raise ValueError(
+                    f"encoder kind {spec.kind!r} ({cls.__name__}) takes no {field}; "
+                    f"got {field}={value!r}"
+                )
+        return cls(**kwargs)
+
+    @classmethod
+    def parse_weights(cls, text: str) -> dict[str, str]:
+        """The ``EncoderSpec`` fields named by the text after ``KIND:`` in an encoder string
+        (see ``EncoderSpec.parse``): by default the model name."""
+        return {"model": text}
+
+    @classmethod
+    def format_weights(cls, spec: EncoderSpec) -> str:
+        """The inverse of :meth:`parse_weights`, the class default filled in for ``None``."""
+        return spec.model or str(cls._init_default("name") or "")
+
+    @classmethod
+    def _init_default(cls, param: str) -> Any:
+        parameter = inspect.signature(cls.__init__).parameters.get(param)
+        if parameter is None or parameter.default is inspect.Parameter.empty:
+            return None
+        return parameter.default
+
+    # -- what crosses to a Modal container (embetter_core.offload) ---------------------------
+    def check_remote(self) -> None:
+        """Raise ``ValueError`` when the weights are a local file or folder, which a Modal
+        container cannot read (it runs offline with the weights baked into its image)."""
+        for field in ("model", "pretrained"):
+            value = self.spec_params().get(field)
+            if isinstance(value, str) and os.path.exists(value):
+                self._refuse_local_weights(value)
+
+    def _refuse_local_weights(self, value: str) -> None:
+        raise ValueError(
+            f"{type(self).__name__} weights {value!r} are a local file, which a Modal container "
+            "cannot read; use a hub name / open_clip tag and bake it into the image with "
+            f"EMBETTER_MODAL_MODELS before `{DEPLOY_HINT}`"
+        )
+
+    def pack_items(self, items: Sequence[Any]) -> list[Any]:
+        """``items`` as they travel to a Modal container (e.g. local files as their bytes)."""
+        return list(items)
+
+    def unpack_items(self, items: Sequence[Any]) -> list[Any]:
+        """Inside the container: the inverse of :meth:`pack_items`, ready for ``transform``."""
+        return list(items)
+
+    def load_weights(self) -> None:
+        """Load the model now, downloading its weights if missing: the Modal image build calls
+        this to bake them into the image. By default it reads the lazy ``model_`` property."""
+        getattr(self, "model_", None)
+
+
+@dataclass(frozen=True)
+class FileBytes:
+    """A local file's name and bytes, sent to a Modal container in place of its path."""
+
+    name: str
+    data: bytes
 
 
 def content_key(item: Any) -> tuple[str, str]:

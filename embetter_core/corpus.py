@@ -10,6 +10,9 @@ rows; in a ``.txt`` file every line is one, so a blank line is an empty text). I
 empty text, missing or duplicate id, unreadable image) raise one ``ValueError`` naming them,
 or with ``skip_invalid=True`` are dropped and listed in ``Corpus.skipped``; the first row of a
 duplicated id is the one kept.
+
+:func:`read_table` gives other callers (pair files, for one) the same table readers: the
+named columns of a CSV / Parquet / JSONL file, unvalidated.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from embetter_core.errors import CorpusError
+from embetter_core.errors import CorpusError, MissingColumnError
 from embetter_core.files import IMAGE_SUFFIXES, file_sha256
 
 TEXT_FORMATS = {
@@ -206,9 +209,7 @@ def read_corpus(
         if id_column is not None:
             raise CorpusError(f"{p}: an image folder has no columns; its ids are the file paths")
         return _read_image_folder(p, skip_invalid, check_images)
-    fmt, gzipped = _format_of(p)
-    if p.stat().st_size == 0:
-        raise CorpusError(f"{p}: the file is empty (0 bytes)")
+    fmt, gzipped = _file_format(p, "corpus")
     if fmt == "txt":
         if id_column is not None:
             raise CorpusError(f"{p}: a .txt corpus has no columns; its ids are the line numbers")
@@ -220,20 +221,53 @@ def read_corpus(
     return _validated(ids, columns[text_column], str(p), skip_invalid)
 
 
+def read_table(path: str | os.PathLike[str], columns: Sequence[str]) -> dict[str, list[Any]]:
+    """The named columns of a CSV / Parquet / JSONL file, as lists in row order.
+
+    The same readers and rules as :func:`read_corpus` (``.csv``, ``.csv.gz``, ``.parquet``,
+    ``.pq``, ``.jsonl``, ``.ndjson``, gzipped JSONL): every CSV cell is the string it is
+    (an empty cell is ``""``; ``NA`` and ``null`` are ordinary strings), Parquet and JSONL
+    values keep their types, and a JSONL record without a key gives ``None``. Nothing is
+    validated beyond the file: a missing column raises :class:`MissingColumnError` naming it
+    and the file's columns; an unreadable file raises :class:`CorpusError` naming it.
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
+    >>> _ = f.write_text("a,b,c\\n1,NA,x\\n2,,y\\n")
+    >>> read_table(f, ["b", "a"])
+    {'b': ['NA', ''], 'a': ['1', '2']}
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"file not found: {p}")
+    if p.is_dir():
+        raise CorpusError(f"{p}: is a folder; expected a CSV, Parquet or JSONL file")
+    fmt, gzipped = _file_format(p, "table")
+    if fmt == "txt":
+        raise CorpusError(f"{p}: a .txt file has no columns; use CSV, Parquet or JSONL")
+    return _read_columns(p, fmt, gzipped, list(columns))
+
+
 # -- formats ----------------------------------------------------------------------------
 
 
-def _format_of(p: Path) -> tuple[str, bool]:
+def _file_format(p: Path, what: str) -> tuple[str, bool]:
+    """The format of a non-empty file by its name, and whether it is gzipped."""
     name = p.name.lower()
     gzipped = name.endswith(".gz")
     stem = name[:-3] if gzipped else name
     suffix = os.path.splitext(stem)[1]
     fmt = TEXT_FORMATS.get(suffix)
     if fmt is None or (gzipped and fmt not in GZIP_FORMATS):
-        known = ", ".join([*TEXT_FORMATS, ".csv.gz", ".jsonl.gz", ".ndjson.gz", ".txt.gz"])
+        known = [*TEXT_FORMATS, ".csv.gz", ".jsonl.gz", ".ndjson.gz", ".txt.gz"]
+        if what != "corpus":  # a table has columns: no .txt, no image folder
+            known = [k for k in known if ".txt" not in k]
+        folder = ", or a folder of images" if what == "corpus" else ""
         raise CorpusError(
-            f"{p}: unknown corpus format {p.name!r}; expected one of {known}, or a folder of images"
+            f"{p}: unknown {what} format {p.name!r}; expected one of {', '.join(known)}{folder}"
         )
+    if p.stat().st_size == 0:
+        raise CorpusError(f"{p}: the file is empty (0 bytes)")
     return fmt, gzipped
 
 
@@ -277,9 +311,11 @@ def _check_columns(p: Path, columns: list[str], wanted: list[str]) -> None:
     missing = [c for c in dict.fromkeys(wanted) if c not in columns]
     if missing:
         names = ", ".join(repr(c) for c in missing)
-        raise CorpusError(
+        raise MissingColumnError(
             f"{p}: column {names} not found; the file has columns: "
-            + ", ".join(repr(c) for c in columns)
+            + ", ".join(repr(c) for c in columns),
+            missing=tuple(missing),
+            columns=tuple(columns),
         )
 
 
@@ -320,9 +356,6 @@ def _read_parquet(p: Path, wanted: list[str]) -> dict[str, list[Any]]:
     return {c: table.column(c).to_pylist() for c in wanted}
 
 
-_ABSENT = object()
-
-
 def _read_jsonl(p: Path, gzipped: bool, wanted: list[str]) -> dict[str, list[Any]]:
     values: dict[str, list[Any]] = {c: [] for c in wanted}
     seen_keys: dict[str, None] = {}
@@ -341,9 +374,9 @@ def _read_jsonl(p: Path, gzipped: bool, wanted: list[str]) -> dict[str, list[Any
                 )
             seen_keys.update(dict.fromkeys(record))
             for c in wanted:
-                values[c].append(record.get(c, _ABSENT))
+                values[c].append(record.get(c))
     if not seen_keys:
-        raise CorpusError(f"{p}: the corpus is empty (no records)")
+        raise CorpusError(f"{p}: the file is empty (no records)")
     _check_columns(p, list(seen_keys), wanted)
     return values
 
@@ -430,7 +463,7 @@ def _as_id(value: Any) -> str | None:
     """An id as ``str``; ``None`` when missing or blank."""
     if type(value) is str:  # the common case, first
         return None if not value or value.isspace() else value
-    if value is None or value is _ABSENT or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return _as_id(str(value))
 
@@ -438,7 +471,7 @@ def _as_id(value: Any) -> str | None:
 def _text_problem(text: Any) -> str | None:
     if isinstance(text, str):
         return None if text and not text.isspace() else "empty text"
-    if text is None or text is _ABSENT:
+    if text is None:
         return "missing text"
     if isinstance(text, float) and math.isnan(text):
         return "missing text (NaN)"

@@ -19,8 +19,10 @@ Two engines, both complete (no cap on neighbours, so a cluster of any size is fo
 ``"auto"`` runs exact up to :data:`AUTO_EXACT_MAX_ROWS` rows and ann above (the crossover
 measured by ``python -m benchmarks.dedupe``).
 
-Every candidate pair down to ``floor`` (below the threshold) is kept with its score, so
-``report.rethreshold(t)`` moves the threshold either way without touching the vectors.
+Every candidate pair down to ``floor`` (below the threshold) is kept with its score in
+``report.candidates`` (:class:`Candidates`), so ``report.rethreshold(t)`` moves the threshold
+either way without touching the vectors, and ``DuplicateReport.from_candidates`` decides a
+report from candidates however they were found.
 
 Results do not depend on the row order: rows are processed in the order of their ids, and each
 candidate's score is recomputed from its two rows alone.
@@ -32,8 +34,8 @@ import math
 import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -52,8 +54,114 @@ _READ_BLOCK = 65_536
 
 
 # ----------------------------------------------------------------------------------------
-# The report
+# What a search found, and the report made from it
 # ----------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False, repr=False)
+class RecallSample:
+    """The exact neighbours of a stratified sample of rows: how ann estimates its recall.
+
+    The rows were sampled in two strata, rows with at least one candidate and rows with
+    none; each sampled row stands for ``weight`` rows of its stratum. Every pair of a sampled
+    row scoring at least the floor is listed, with whether the search found it. Treat the
+    arrays as read-only.
+
+    Attributes:
+        rows: the sampled input rows.
+        weights: per sampled row, ``stratum size / stratum sample`` (float64).
+        nearest: per sampled row, its exact best neighbour similarity (float32).
+        pair_row: per pair, the position in ``rows`` of its sampled row.
+        other: per pair, its other input row.
+        scores: per pair, its cosine (float32).
+        found: per pair, whether the search's candidates hold it.
+
+    >>> import numpy as np
+    >>> sample = RecallSample(
+    ...     rows=np.array([0, 5]), weights=np.array([1.0, 3.0]),
+    ...     nearest=np.array([0.95, 0.9], dtype=np.float32), pair_row=np.array([0, 1]),
+    ...     other=np.array([1, 6]), scores=np.array([0.95, 0.9], dtype=np.float32),
+    ...     found=np.array([True, False]),
+    ... )
+    >>> sample.estimate(0.9), sample.estimate(0.92)
+    (0.25, 1.0)
+    """
+
+    rows: np.ndarray
+    weights: np.ndarray
+    nearest: np.ndarray
+    pair_row: np.ndarray
+    other: np.ndarray
+    scores: np.ndarray
+    found: np.ndarray
+
+    def estimate(self, threshold: float) -> float:
+        """The weighted share of the sample's pairs at ``threshold`` that the search found
+        (NaN when the sample holds no such pair)."""
+        at = self.scores >= threshold
+        w = self.weights[self.pair_row[at]]
+        total = float(w.sum())
+        if total == 0:
+            return math.nan
+        return float(w[self.found[at]].sum() / total)
+
+    def renumbered(self, rows: np.ndarray) -> RecallSample:
+        """The sample with row ``r`` renamed ``rows[r]`` (e.g. search order to input order)."""
+        return replace(self, rows=rows[self.rows], other=rows[self.other])
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Candidates:
+    """Every pair a search scored at or above ``floor``: what a :class:`DuplicateReport` is
+    decided from, at any threshold down to ``floor``, without searching again.
+
+    Rows are positions in the input (and in ``DuplicateReport.ids``). Treat the arrays as
+    read-only.
+
+    Attributes:
+        a, b: the pairs' rows (int64), ``a``'s id sorting before ``b``'s.
+        scores: the pairs' cosines (float32), highest first; ties in id order of ``(a, b)``.
+        rank: each row's place in id order. It orders ties, clusters, and decides which
+            row of a cluster is kept (the first in id order).
+        floor: the score down to which the pairs are complete.
+        recall: ann's exact check of a row sample; None for a complete (exact) search.
+
+    >>> import numpy as np
+    >>> cand = Candidates(
+    ...     a=np.array([0, 1]), b=np.array([1, 2]),
+    ...     scores=np.array([0.97, 0.91], dtype=np.float32), rank=np.arange(4), floor=0.9,
+    ... )
+    >>> len(cand), cand.recall_estimate(0.95)
+    (2, 1.0)
+    >>> DuplicateReport.from_candidates(["a", "b", "c", "d"], cand, threshold=0.9).clusters
+    [['a', 'b', 'c']]
+    """
+
+    a: np.ndarray
+    b: np.ndarray
+    scores: np.ndarray
+    rank: np.ndarray
+    floor: float
+    recall: RecallSample | None = None
+
+    def __post_init__(self) -> None:
+        if not len(self.a) == len(self.b) == len(self.scores):
+            raise ValueError(
+                f"a, b and scores must have one entry per pair, got lengths "
+                f"{len(self.a)}, {len(self.b)} and {len(self.scores)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def select(self, keep: np.ndarray) -> Candidates:
+        """The candidates where the boolean mask ``keep`` is true (the recall sample stays)."""
+        return replace(self, a=self.a[keep], b=self.b[keep], scores=self.scores[keep])
+
+    def recall_estimate(self, threshold: float) -> float:
+        """Share of the pairs at ``threshold`` that the search found: 1.0 for a complete
+        search, else the recall sample's estimate."""
+        return 1.0 if self.recall is None else self.recall.estimate(threshold)
+
+
 @dataclass(eq=False, repr=False)
 class DuplicateReport:
     """What :func:`find_duplicates` found: pairs, clusters, and what to keep.
@@ -79,6 +187,9 @@ class DuplicateReport:
             that sample holds no pair).
         zero_vector_ids: ids of all-zero rows; they match nothing.
         floor: the lowest threshold ``rethreshold`` accepts (candidates are kept down to it).
+        candidates: every pair scored down to ``floor`` (:class:`Candidates`), from which
+            ``pairs``, ``clusters`` and ``removed`` are decided.
+        params: the search settings.
 
     >>> import numpy as np
     >>> vecs = np.array([[1, 0], [0.96, 0.28], [0, 1], [0, 0]], dtype=np.float32)
@@ -102,11 +213,47 @@ class DuplicateReport:
     recall_estimate: float
     zero_vector_ids: list[Any]
     floor: float
+    candidates: Candidates
     params: dict[str, Any] = field(default_factory=dict)
-    # Candidate pairs >= floor as input-row indices (rank a < rank b), sorted like `pairs`.
-    _cand: tuple[np.ndarray, np.ndarray, np.ndarray] = field(repr=False, default=None)
-    _rank: np.ndarray = field(repr=False, default=None)
-    _recall: dict[str, np.ndarray] | None = field(repr=False, default=None)
+
+    @classmethod
+    def from_candidates(
+        cls,
+        ids: Sequence[Hashable],
+        candidates: Candidates,
+        threshold: float,
+        *,
+        method: str = "exact",
+        nearest: np.ndarray | None = None,
+        exact_groups: list[list[Any]] | None = None,
+        zero_vector_ids: list[Any] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> DuplicateReport:
+        """The report at ``threshold`` (down to ``candidates.floor``): pairs, clusters and
+        removals decided from ``candidates``. ``nearest`` defaults to NaN for every row.
+        See :class:`Candidates` for an example."""
+        ids = list(ids)
+        threshold = _check_threshold(threshold, candidates.floor)
+        if len(candidates.rank) != len(ids):
+            raise ValueError(
+                f"candidates.rank has {len(candidates.rank)} rows but there are {len(ids)} ids"
+            )
+        pairs, clusters, removed = _decide(ids, candidates, threshold)
+        return cls(
+            ids=ids,
+            threshold=threshold,
+            method=method,
+            pairs=pairs,
+            clusters=clusters,
+            removed=removed,
+            exact_groups=[] if exact_groups is None else exact_groups,
+            nearest=np.full(len(ids), np.nan, np.float32) if nearest is None else nearest,
+            recall_estimate=candidates.recall_estimate(threshold),
+            zero_vector_ids=[] if zero_vector_ids is None else list(zero_vector_ids),
+            floor=candidates.floor,
+            candidates=candidates,
+            params=dict(params or {}),
+        )
 
     def __repr__(self) -> str:
         s = self.summary()
@@ -122,11 +269,6 @@ class DuplicateReport:
         return len(self.ids)
 
     @property
-    def n_candidates(self) -> int:
-        """Candidate pairs kept (score >= ``floor``)."""
-        return len(self._cand[2])
-
-    @property
     def selected(self) -> list[Any]:
         """The ids that remain after removing duplicates, in input order."""
         return [i for i in self.ids if i not in self.removed]
@@ -140,13 +282,7 @@ class DuplicateReport:
         >>> len(report.pairs), len(report.rethreshold(0.94).pairs)
         (0, 1)
         """
-        threshold = float(threshold)
-        if not self.floor <= threshold <= 1.0:
-            raise DuplicateSearchError(
-                f"threshold {threshold} is outside [{self.floor}, 1]: candidates were kept "
-                f"down to floor={self.floor}; run find_duplicates again with floor <= {threshold}"
-            )
-        return self._reassemble(self._cand, threshold)
+        return self._decided(self.candidates, _check_threshold(threshold, self.floor))
 
     def keep_pairs(self, keep: Sequence[bool]) -> DuplicateReport:
         """The report with only the pairs where ``keep`` is true (one flag per pair, in
@@ -166,25 +302,23 @@ class DuplicateReport:
             raise ValueError(
                 f"keep has {flags.size} flags but the report has {len(self.pairs)} pairs"
             )
-        mask = np.ones(len(self._cand[2]), dtype=bool)
+        mask = np.ones(len(self.candidates), dtype=bool)
         mask[: len(flags)] = flags  # the pairs are the first candidates, in the same order
-        return self._reassemble(tuple(c[mask] for c in self._cand), self.threshold)
+        return self._decided(self.candidates.select(mask), self.threshold)
 
-    def _reassemble(
-        self, cand: tuple[np.ndarray, np.ndarray, np.ndarray], threshold: float
-    ) -> DuplicateReport:
-        return _assemble(
-            self.ids,
-            self._rank,
-            cand,
+    def _decided(self, candidates: Candidates, threshold: float) -> DuplicateReport:
+        """This report with pairs, clusters and removals decided again from ``candidates``."""
+        pairs, clusters, removed = _decide(self.ids, candidates, threshold)
+        return replace(
+            self,
             threshold=threshold,
-            floor=self.floor,
-            method=self.method,
-            nearest=self.nearest,
-            zero_rows=np.flatnonzero(_isin_ids(self.ids, self.zero_vector_ids)),
-            exact_groups=self.exact_groups,
-            recall=self._recall,
-            params=self.params,
+            pairs=pairs,
+            clusters=clusters,
+            removed=removed,
+            recall_estimate=candidates.recall_estimate(threshold),
+            zero_vector_ids=list(self.zero_vector_ids),
+            candidates=candidates,
+            params=dict(self.params),
         )
 
     def pairs_frame(self) -> Any:
@@ -315,54 +449,62 @@ def find_duplicates(
         "block_size": block_size,
         "seed": seed,
     }
-    nearest_c = np.full(n, -np.inf, dtype=np.float32)  # canonical order
-    recall = None
     screen = np.float32(floor - _SCREEN_SLACK)
+    sample = None
     with _blas_limit(blas_threads, with_faiss=chosen == "ann"):
         if n < 2:
-            lo = hi = np.empty(0, dtype=np.int64)
+            found = _Found.empty(n)
         elif chosen == "exact":
-            lo, hi = _exact_search(X, screen, nearest_c, block_size, n_jobs, max_candidates)
+            found = _exact_search(X, screen, block=block_size, n_jobs=n_jobs, limit=max_candidates)
         else:
             cells = nlist or max(1, int(round(math.sqrt(nprobe * n))))
-            cells = min(cells, max(1, n // 4))
-            params["nlist"] = cells
-            lo, hi = _ann_search(
-                X, screen, nearest_c, cells, nprobe, block_size, n_jobs, max_candidates, seed
+            params["nlist"] = cells = min(cells, max(1, n // 4))
+            found = _ann_search(
+                X,
+                screen,
+                nlist=cells,
+                nprobe=nprobe,
+                block=block_size,
+                n_jobs=n_jobs,
+                limit=max_candidates,
+                seed=seed,
             )
+        lo, hi, nearest_c = found  # canonical rows
         scores = _rescore(X, lo, hi)
         keep = scores >= floor
         lo, hi, scores = lo[keep], hi[keep], scores[keep]
         if chosen == "ann" and n >= 2:
-            recall = _recall_sample(X, lo, hi, floor, recall_sample, seed, block_size)
+            sample = _recall_sample(
+                X, lo, hi, floor=floor, size=recall_sample, seed=seed, block=block_size
+            )
             # the sampled rows' exact nearest neighbours are known now
-            nearest_c[recall["rows"]] = recall["nearest"]
+            nearest_c[sample.rows] = sample.nearest
 
     nearest_c[~np.isfinite(nearest_c)] = np.nan
     nearest_c[rank[zero_rows]] = np.nan
-    nearest = nearest_c[rank]
-    if recall is not None:  # back to input rows
-        recall = {**recall, "rows": order[recall["rows"]], "other": order[recall["other"]]}
 
     # candidates as input rows, canonical pair order (rank a < rank b), sorted by score
     sort = np.lexsort((hi, lo, -scores))
-    cand = (order[lo[sort]], order[hi[sort]], scores[sort])
-
+    candidates = Candidates(
+        a=order[lo[sort]],
+        b=order[hi[sort]],
+        scores=scores[sort],
+        rank=rank,
+        floor=floor,
+        recall=None if sample is None else sample.renumbered(order),
+    )
     if text_list is not None:
         exact_groups = _groups_by_key(text_list, ids_list, rank)
     else:
-        exact_groups = _identical_rows(matrix, cand, ids_list, rank)
-    return _assemble(
+        exact_groups = _identical_rows(matrix, candidates, ids_list)
+    return DuplicateReport.from_candidates(
         ids_list,
-        rank,
-        cand,
-        threshold=threshold,
-        floor=floor,
+        candidates,
+        threshold,
         method=chosen,
-        nearest=nearest,
-        zero_rows=zero_rows,
+        nearest=nearest_c[rank],
         exact_groups=exact_groups,
-        recall=recall,
+        zero_vector_ids=[ids_list[r] for r in sorted(zero_rows.tolist(), key=lambda r: rank[r])],
         params=params,
     )
 
@@ -522,26 +664,20 @@ def _load_normalised(
     return X, np.concatenate(bad), np.concatenate(zero)
 
 
-def _identical_rows(
-    matrix: Any,
-    cand: tuple[np.ndarray, np.ndarray, np.ndarray],
-    ids: list[Any],
-    rank: np.ndarray,
-) -> list[list[Any]]:
+def _identical_rows(matrix: Any, cand: Candidates, ids: list[Any]) -> list[list[Any]]:
     """Groups of bitwise identical rows. Identical rows score 1, so only the rows of
     candidate pairs scoring ~1 are read back and hashed."""
     import hashlib
 
-    a, b, s = cand
-    near = s >= np.float32(0.9999)
-    rows = np.unique(np.concatenate([a[near], b[near]]))
+    near = cand.scores >= np.float32(0.9999)
+    rows = np.unique(np.concatenate([cand.a[near], cand.b[near]]))
     if not len(rows):
         return []
     raw = np.asarray(matrix[rows.tolist()] if _is_h5_dataset(matrix) else matrix[rows])
     keys: list[Any] = [None] * len(ids)
     for row, values in zip(rows.tolist(), np.ascontiguousarray(raw), strict=True):
         keys[row] = hashlib.blake2b(values.tobytes(), digest_size=16).digest()
-    return _groups_by_key(keys, ids, rank)
+    return _groups_by_key(keys, ids, cand.rank)
 
 
 # ----------------------------------------------------------------------------------------
@@ -592,6 +728,20 @@ def _run(tasks: Iterator[Callable[[], Any]], n_jobs: int) -> Iterator[Any]:
                 yield pending.pop(0).result()
         for fut in pending:
             yield fut.result()
+
+
+class _Found(NamedTuple):
+    """What an engine found: candidate pairs as canonical rows (``lo < hi``), and each
+    row's best similarity among the rows it was compared with (-inf: none)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    nearest: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> _Found:
+        none = np.empty(0, dtype=np.int64)
+        return cls(none, none, np.full(n, -np.inf, dtype=np.float32))
 
 
 class _Collector:
@@ -660,13 +810,8 @@ def _tile(
 
 
 def _exact_search(
-    X: np.ndarray,
-    screen: np.float32,
-    nearest: np.ndarray,
-    block: int,
-    n_jobs: int,
-    limit: int,
-) -> tuple[np.ndarray, np.ndarray]:
+    X: np.ndarray, screen: np.float32, *, block: int, n_jobs: int, limit: int
+) -> _Found:
     """All pairs above ``screen`` over the upper triangle, one row block per task."""
     n = len(X)
     cols = 4 * block
@@ -689,18 +834,19 @@ def _exact_search(
 
         return task
 
+    nearest = np.full(n, -np.inf, dtype=np.float32)
     found = _Collector(limit)
     for i0, rowmax, colmax, a, b in _run((row_block(i) for i in range(0, n, block)), n_jobs):
         np.maximum(nearest[i0 : i0 + len(rowmax)], rowmax, out=nearest[i0 : i0 + len(rowmax)])
         np.maximum(nearest[i0:], colmax, out=nearest[i0:])
         found.add(a, b)
-    return found.result(unique=False)
+    return _Found(*found.result(unique=False), nearest)
 
 
 def _ann_search(
     X: np.ndarray,
     screen: np.float32,
-    nearest: np.ndarray,
+    *,
     nlist: int,
     nprobe: int,
     block: int,
@@ -710,7 +856,7 @@ def _ann_search(
     niter: int = 10,
     train_per_cell: int = 32,
     max_probe: int = 32,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> _Found:
     """Cluster-blocked exact search: each row against the members of its nearest cells."""
     import faiss
 
@@ -789,12 +935,13 @@ def _ann_search(
 
         return task
 
+    nearest = np.full(n, -np.inf, dtype=np.float32)
     found = _Collector(limit)
     for queries, best, hits_a, hits_b in _run((cell_task(c) for c in range(nlist)), n_jobs):
         np.maximum.at(nearest, queries, best)
         for a, b in zip(hits_a, hits_b, strict=True):
             found.add(a, b)
-    return found.result(unique=True)
+    return _Found(*found.result(unique=True), nearest)
 
 
 def _rescore(X: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -809,19 +956,10 @@ def _rescore(X: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 
 def _recall_sample(
-    X: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    floor: float,
-    size: int,
-    seed: int,
-    block: int,
-) -> dict[str, np.ndarray]:
-    """Exact neighbours (>= floor) of a stratified row sample, to estimate ann recall.
-
-    Strata: rows with at least one candidate, and rows with none; each sampled row carries
-    the weight ``stratum size / stratum sample``.
-    """
+    X: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, floor: float, size: int, seed: int, block: int
+) -> RecallSample:
+    """Exact neighbours (>= floor) of a stratified sample of ``size`` rows, and which of
+    them the candidates ``(lo, hi)`` hold, to estimate ann recall."""
     n = len(X)
     rng = np.random.default_rng(seed + 1)
     has = np.zeros(n, dtype=bool)
@@ -860,52 +998,42 @@ def _recall_sample(
     keys = np.minimum(a, b) * n + np.maximum(a, b)
     pos = np.searchsorted(cand_keys, keys)
     found = (pos < len(cand_keys)) & (cand_keys[np.minimum(pos, len(cand_keys) - 1)] == keys)
-    return {
-        "rows": rows,
-        "weights": weights,
-        "nearest": nearest,
-        "sample_pos": sample_pos[keep],
-        "other": other[keep],
-        "scores": scores[keep],
-        "found": found,
-    }
-
-
-def _estimate_recall(recall: dict[str, np.ndarray] | None, threshold: float) -> float:
-    if recall is None:
-        return 1.0
-    at = recall["scores"] >= threshold
-    w = recall["weights"][recall["sample_pos"][at]]
-    total = float(w.sum())
-    if total == 0:
-        return math.nan
-    return float(w[recall["found"][at]].sum() / total)
+    return RecallSample(
+        rows=rows,
+        weights=weights,
+        nearest=nearest,
+        pair_row=sample_pos[keep],
+        other=other[keep],
+        scores=scores[keep],
+        found=found,
+    )
 
 
 # ----------------------------------------------------------------------------------------
-# From candidates to a report
+# From candidates to a decision
 # ----------------------------------------------------------------------------------------
-def _assemble(
-    ids: list[Any],
-    rank: np.ndarray,
-    cand: tuple[np.ndarray, np.ndarray, np.ndarray],
-    *,
-    threshold: float,
-    floor: float,
-    method: str,
-    nearest: np.ndarray,
-    zero_rows: np.ndarray,
-    exact_groups: list[list[Any]],
-    recall: dict[str, np.ndarray] | None,
-    params: dict[str, Any],
-) -> DuplicateReport:
+def _check_threshold(threshold: float, floor: float) -> float:
+    threshold = float(threshold)
+    if not floor <= threshold <= 1.0:
+        raise DuplicateSearchError(
+            f"threshold {threshold} is outside [{floor}, 1]: candidates were kept "
+            f"down to floor={floor}; run find_duplicates again with floor <= {threshold}"
+        )
+    return threshold
+
+
+def _decide(
+    ids: list[Any], cand: Candidates, threshold: float
+) -> tuple[list[tuple[Any, Any, float]], list[list[Any]], dict[Any, tuple[Any, float]]]:
+    """The pairs at ``threshold``, their clusters (connected components), and for each
+    cluster member but the kept one (the first in id order), the kept id and their score."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     n = len(ids)
-    a_all, b_all, s_all = cand
-    take = s_all >= np.float32(threshold)
-    a, b, s = a_all[take], b_all[take], s_all[take]
+    rank = cand.rank
+    take = cand.scores >= np.float32(threshold)
+    a, b, s = cand.a[take], cand.b[take], cand.scores[take]
     id_arr = np.empty(n, dtype=object)
     id_arr[:] = ids
     scores = np.round(s.astype(np.float64), 6).tolist()
@@ -923,8 +1051,7 @@ def _assemble(
         groups = np.split(rows, starts[1:])
         groups.sort(key=lambda g: (-len(g), rank[g[0]]))
         # direct score of each (removed, kept) pair, when it is a candidate
-        lo_r, hi_r = rank[a_all], rank[b_all]
-        keys = lo_r * n + hi_r
+        keys = rank[cand.a] * n + rank[cand.b]
         key_order = np.argsort(keys)
         keys_sorted = keys[key_order]
         for g in groups:
@@ -933,31 +1060,14 @@ def _assemble(
             pos = np.searchsorted(keys_sorted, k1)
             pos_c = np.minimum(pos, len(keys_sorted) - 1)
             hit = (pos < len(keys_sorted)) & (keys_sorted[pos_c] == k1)
-            direct = np.where(hit, s_all[key_order[pos_c]].astype(np.float64), np.nan)
+            direct = np.where(hit, cand.scores[key_order[pos_c]].astype(np.float64), np.nan)
             kept_id = id_arr[kept]
             for other, score in zip(
                 id_arr[others].tolist(), np.round(direct, 6).tolist(), strict=True
             ):
                 removed[other] = (kept_id, score)
             clusters.append(id_arr[g].tolist())
-
-    return DuplicateReport(
-        ids=ids,
-        threshold=threshold,
-        method=method,
-        pairs=pairs,
-        clusters=clusters,
-        removed=removed,
-        exact_groups=exact_groups,
-        nearest=nearest,
-        recall_estimate=_estimate_recall(recall, threshold),
-        zero_vector_ids=[ids[r] for r in sorted(zero_rows.tolist(), key=lambda r: rank[r])],
-        floor=floor,
-        params=dict(params),
-        _cand=cand,
-        _rank=rank,
-        _recall=recall,
-    )
+    return pairs, clusters, removed
 
 
 def _groups_by_key(keys: list[Any], ids: list[Any], rank: np.ndarray) -> list[list[Any]]:
@@ -971,15 +1081,12 @@ def _groups_by_key(keys: list[Any], ids: list[Any], rank: np.ndarray) -> list[li
     return [[ids[r] for r in g] for g in groups]
 
 
-def _isin_ids(ids: list[Any], subset: list[Any]) -> np.ndarray:
-    wanted = set(subset)
-    return np.array([i in wanted for i in ids], dtype=bool)
-
-
 __all__ = [
     "AUTO_EXACT_MAX_ROWS",
     "DEFAULT_THRESHOLD",
+    "Candidates",
     "DuplicateReport",
     "DuplicateSearchError",
+    "RecallSample",
     "find_duplicates",
 ]

@@ -49,3 +49,17 @@ class ModalBatchError(RuntimeError):
 
 class ModalUnavailableError(RuntimeError):
     """Modal cannot be used here (no package, no token, no network, app not deployed)."""
+
+
+class MissingColumnError(CorpusError):
+    """A table file lacks a column that was asked for; ``missing`` and ``columns`` name them."""
+
+    def __init__(
+        self, message: str, missing: tuple[str, ...] = (), columns: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.missing = tuple(missing)
+        self.columns = tuple(columns)
+
+    def __reduce__(self) -> tuple[type, tuple[str, tuple[str, ...], tuple[str, ...]]]:
+        return type(self), (str(self), self.missing, self.columns)

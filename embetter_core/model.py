@@ -2,16 +2,16 @@
 
 A cosine threshold is one number for a whole corpus; this model learns from pair features
 (``|a - b|``, ``a * b``, ...) of the two embeddings, with any scikit-learn classifier as the
-head. The module also holds what training and evaluating it needs and what the flows call:
-the pair splitter, the tuned cosine-threshold baseline, the metrics, and ``score_pairs``.
+head. The module holds the estimator, its skops persistence and ``score_pairs``; reading pair
+files, splitting them and comparing against a cosine threshold live in
+:mod:`embetter_core.evaluation`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
@@ -21,9 +21,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from embetter_core.base import as_float32
 from embetter_core.cache import FingerprintMismatchError
-
-if TYPE_CHECKING:
-    import pandas as pd
+from embetter_core.files import atomic_path
+from embetter_core.spec import ENCODERS, EncoderSpec, encoder_class
 
 FEATURES = ("absdiff", "product", "concat", "max", "min", "sqdiff", "cosine")
 FORMAT = "embetter-core/difference-classifier"
@@ -42,9 +41,12 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
 
     Args:
         enc: the encoder (any transformer returning ``(n, d)`` vectors; ``cached(...)`` too).
-        clf_head: an unfitted scikit-learn classifier; ``None`` means
-            ``LogisticRegression(class_weight="balanced", max_iter=1000)``. It is cloned in
-            ``fit`` and never modified: the fitted head is ``clf_head_``.
+        clf_head: a scikit-learn classifier; ``None`` means
+            ``LogisticRegression(class_weight="balanced", max_iter=1000)`` (made in ``fit``:
+            a default instance in the signature would be one object shared by every model,
+            so ``set_params(clf_head__C=...)`` on one would change all). ``fit`` fits a clone
+            of it (the object passed is never modified, nor shared between models) and stores
+            that fitted head as both ``clf_head`` and ``clf_head_``.
         features: pair features, concatenated in order, from ``"absdiff"`` (|a-b|),
             ``"product"`` (a*b), ``"concat"`` (a, b), ``"max"``, ``"min"``, ``"sqdiff"``
             ((a-b)^2) and ``"cosine"`` (one column).
@@ -52,24 +54,27 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
     Each call encodes the union of ``X1`` and ``X2`` once, so repeated texts cost nothing.
     ``y`` must hold two classes; the larger one (``1`` / ``True``) means "similar".
 
-    The seed example runs verbatim. As in scikit-learn, ``clf_head`` stays the parameter that
-    was passed (here ``None``, so the last line shows nothing); the fitted head is
-    ``clf_head_``:
+    The seed example runs verbatim. As its documentation says, the fitted head is a
+    scikit-learn model reachable as ``mod.clf_head`` (which could be saved separately, with
+    joblib or skops); ``clf_head_`` is the same object. Unlike most scikit-learn parameters,
+    ``clf_head`` is thus replaced by ``fit``; refitting clones it again (its fit discarded),
+    and ``sklearn.base.clone(mod)`` is an unfitted copy, since cloning a head drops its fit.
 
     >>> from embetter_core import DifferenceClassifier, SentenceEncoder
     >>> mod = DifferenceClassifier(enc=SentenceEncoder())
     >>> texts1 = ["hello", "firehydrant", "greetings"]
     >>> texts2 = ["no",    "yes",         "greeting"]
     >>> similar = [0, 0, 1]
-    >>> mod.fit(X1=texts1, X2=texts2, y=similar)
-    DifferenceClassifier(enc=SentenceEncoder())
+    >>> mod.fit(X1=texts1, X2=texts2, y=similar)  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
+    DifferenceClassifier(clf_head=LogisticRegression(...), enc=SentenceEncoder())
     >>> mod.predict(X1=texts1, X2=texts2)
     array([0, 0, 1])
     >>> mod.predict_proba(X1=texts1, X2=texts2).shape
     (3, 2)
     >>> mod.clf_head
-    >>> mod.clf_head_
     LogisticRegression(class_weight='balanced', max_iter=1000)
+    >>> mod.clf_head is mod.clf_head_
+    True
     """
 
     def __init__(
@@ -154,14 +159,16 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
 
     # -- the estimator -----------------------------------------------------------------
     def fit(self, X1: Any, X2: Any, y: Any) -> DifferenceClassifier:  # noqa: N803
-        """Fit a clone of the head on the pair features of ``(X1[i], X2[i])`` and ``y[i]``."""
+        """Fit a clone of the head on the pair features of ``(X1[i], X2[i])`` and ``y[i]``;
+        the fitted head becomes ``clf_head`` and ``clf_head_``."""
         self._check_features()
         _check_lengths(X1=_length(X1), X2=_length(X2), y=_length(y))
         labels = _check_labels(y)
         a, b = self.pair_vectors(X1, X2)
         head = default_head() if self.clf_head is None else clone(self.clf_head)
         head.fit(self.pair_features(a, b), labels)
-        self.clf_head_ = head
+        # The seed's documented contract: mod.clf_head is the fitted scikit-learn head.
+        self.clf_head = self.clf_head_ = head
         self.classes_ = head.classes_
         self.n_features_in_ = int(a.shape[1])
         return self
@@ -202,7 +209,9 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
 
     # -- persistence -------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the fitted model to ``path`` with skops (no pickle), encoder fingerprint beside.
+        """Write the fitted model to ``path`` with skops (no pickle), with the encoder's
+        fingerprint and :class:`~embetter_core.spec.EncoderSpec` beside. The file appears
+        complete or not at all (written beside ``path``, then renamed into place).
 
         >>> import tempfile
         >>> from embetter_core import SentenceEncoder
@@ -221,13 +230,14 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "fingerprint": self.enc.fingerprint(),
-            "encoder": encoder_spec(self.enc),
+            "encoder": _encoder_dump(self.enc),
             "features": list(self._check_features()),
             "n_features_in": self.n_features_in_,
-            "clf_head": self.clf_head,
-            "clf_head_": self.clf_head_,
+            "clf_head_": self.clf_head_,  # also clf_head after fit: stored once
         }
-        skops.io.dump(payload, os.fspath(path))
+        # Written beside the target and renamed into place: never seen half-written.
+        with atomic_path(path) as tmp:
+            skops.io.dump(payload, os.fspath(tmp))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], enc: Any = None) -> DifferenceClassifier:
@@ -239,15 +249,16 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
         """
         payload = _load_payload(os.fspath(path))
         if enc is None:
-            enc = build_encoder(payload["encoder"])
+            enc = _saved_encoder(payload["encoder"])
         stored, given = payload["fingerprint"], enc.fingerprint()
         if stored != given:
             raise FingerprintMismatchError(
                 f"model {os.fspath(path)!r} was trained with encoder {stored} "
                 f"but is being loaded with encoder {given}"
             )
-        mod = cls(enc=enc, clf_head=payload["clf_head"], features=tuple(payload["features"]))
-        mod.clf_head_ = payload["clf_head_"]
+        head = payload["clf_head_"]  # files from before clf_head was the fitted head too
+        mod = cls(enc=enc, clf_head=head, features=tuple(payload["features"]))
+        mod.clf_head_ = head
         mod.classes_ = mod.clf_head_.classes_
         mod.n_features_in_ = int(payload["n_features_in"])
         return mod
@@ -275,50 +286,30 @@ def score_pairs(
     return np.asarray(model.similarity(texts_a, texts_b), dtype=np.float64)
 
 
-# -- saving: the encoder's parameters and the trusted-type check -------------------------
-def _bare(enc: Any) -> Any:
-    from embetter_core.cache import CachedEncoder
-
-    while isinstance(enc, CachedEncoder):
-        enc = enc.encoder
-    return enc
-
-
-def encoder_spec(enc: Any) -> dict[str, Any]:
-    """Class and parameters of the encoder (a cache wrapper left out), as plain data.
-
-    >>> from embetter_core import SentenceEncoder
-    >>> encoder_spec(SentenceEncoder())["class"]
-    'embetter_core.text.SentenceEncoder'
-    """
-    bare = _bare(enc)
-    params = bare.get_params(deep=False) if hasattr(bare, "get_params") else {}
-    plain = {}
-    for key, value in params.items():
-        if isinstance(value, os.PathLike):
-            value = os.fspath(value)
-        if value is None or isinstance(value, str | int | float | bool):
-            plain[key] = value
-    cls = type(bare)
-    return {"class": f"{cls.__module__}.{cls.__qualname__}", "params": plain}
+# -- saving: the encoder's spec and the trusted-type check ---------------------------------
+def _encoder_dump(enc: Any) -> dict[str, Any] | None:
+    """The encoder's ``EncoderSpec`` as plain data (a ``cached()`` wrapper looked through);
+    ``None`` for an encoder EncoderSpec cannot describe (``load`` then needs ``enc=``)."""
+    try:
+        return EncoderSpec.from_encoder(enc).model_dump()
+    except TypeError:
+        return None
 
 
-def build_encoder(spec: dict[str, Any]) -> Any:
-    """Rebuild an encoder from :func:`encoder_spec`; only embetter_core encoders qualify."""
-    from importlib import import_module
-
-    from embetter_core.base import EmbeddingEncoder
-
-    module_name, _, name = str(spec.get("class", "")).rpartition(".")
-    if not module_name.startswith("embetter_core."):
+def _saved_encoder(dump: dict[str, Any] | None) -> Any:
+    """Rebuild the encoder ``save`` stored: an ``EncoderSpec`` dump, or the ``{"class",
+    "params"}`` of files written before EncoderSpec (read for registered classes)."""
+    if dump is not None and "class" in dump:  # the older format
+        module, _, name = str(dump["class"]).rpartition(".")
+        kind = next((k for k, v in ENCODERS.items() if v == f"{module}:{name}"), None)
+        if kind is not None:
+            return encoder_class(kind)(**dump.get("params", {}))
+    if dump is None or "class" in dump:
+        what = "an unregistered encoder" if dump is None else f"encoder {dump['class']!r}"
         raise ValueError(
-            f"the model was saved with encoder {spec.get('class')!r}, which load() cannot "
-            "rebuild; pass enc= explicitly"
+            f"the model was saved with {what}, which load() cannot rebuild; pass enc= explicitly"
         )
-    cls = getattr(import_module(module_name), name, None)
-    if not (isinstance(cls, type) and issubclass(cls, EmbeddingEncoder)):
-        raise ValueError(f"{spec.get('class')!r} is not an embetter_core encoder; pass enc=")
-    return cls(**spec.get("params", {}))
+    return EncoderSpec(**dump).build()
 
 
 def _load_payload(path: str) -> dict[str, Any]:
@@ -401,7 +392,7 @@ def _keys(enc: Any, items: list[Any]) -> list[Any]:
     return [(type(item).__name__, item) for item in items]
 
 
-# -- evaluation --------------------------------------------------------------------------
+# -- the cosine feature (also the baseline in embetter_core.evaluation) ----------------
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine similarity of two ``(n, d)`` arrays (0 where a row is all zeros).
 
@@ -412,190 +403,3 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     dots = np.einsum("ij,ij->i", a, b)
     return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
-
-
-def tune_threshold(scores: Any, y: Any) -> float:
-    """The threshold on ``scores`` (predict similar when ``score >= t``) with the best F1.
-
-    ``y`` is 1 / True for similar pairs.
-
-    >>> tune_threshold([0.1, 0.4, 0.8, 0.9], [0, 0, 1, 1])
-    0.8
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    truth = np.asarray(y).astype(bool)
-    order = np.argsort(-scores, kind="stable")
-    s, t = scores[order], truth[order]
-    tp = np.cumsum(t)
-    k = np.arange(1, len(s) + 1)
-    last = np.r_[s[1:] != s[:-1], True]  # cut only between distinct scores
-    f1 = np.where(last, 2 * tp / (k + t.sum()), -1.0)
-    return float(s[int(np.argmax(f1))])
-
-
-def pair_metrics(y: Any, scores: Any, threshold: float, predicted: Any = None) -> dict[str, float]:
-    """F1, precision, recall at ``scores >= threshold`` and ROC-AUC of ``scores``.
-
-    ``predicted`` (booleans) replaces ``scores >= threshold`` when given.
-
-    >>> pair_metrics([0, 1, 1], [0.2, 0.6, 0.4], 0.5)["recall"]
-    0.5
-    """
-    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
-
-    truth = np.asarray(y).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    pred = scores >= threshold if predicted is None else np.asarray(predicted).astype(bool)
-    both = truth.any() and not truth.all()
-    return {
-        "f1": float(f1_score(truth, pred, zero_division=0)),
-        "roc_auc": float(roc_auc_score(truth, scores)) if both else float("nan"),
-        "precision": float(precision_score(truth, pred, zero_division=0)),
-        "recall": float(recall_score(truth, pred, zero_division=0)),
-        "threshold": float(threshold),
-    }
-
-
-def evaluate_against_cosine(
-    model: DifferenceClassifier,
-    train: tuple[Any, Any, Any],
-    test: tuple[Any, Any, Any],
-) -> dict[str, Any]:
-    """Test-split metrics of ``model`` and of a cosine threshold tuned on the train split.
-
-    ``train`` and ``test`` are ``(X1, X2, y)``. The model's F1 / precision / recall come from
-    its ``predict`` (probability 0.5, or the head's own ``best_threshold_`` when it tunes one,
-    as ``TunedThresholdClassifierCV`` does), its ROC-AUC from ``predict_proba``. Returns
-    ``{"model": {...}, "cosine": {...}, "n_train": ..., "n_test": ..., "test_positives": ...}``.
-    """
-    x1, x2, y_train = train
-    t1, t2, y_test = test
-    positive = model.classes_[-1]
-    a, b = model.pair_vectors(x1, x2)
-    threshold = tune_threshold(cosine(a, b), np.asarray(y_train) == positive)
-    a, b = model.pair_vectors(t1, t2)
-    truth = np.asarray(y_test) == positive
-    feats = model.pair_features(a, b)
-    proba = model.clf_head_.predict_proba(feats)[:, -1]
-    predicted = np.asarray(model.clf_head_.predict(feats)) == positive
-    head_threshold = float(getattr(model.clf_head_, "best_threshold_", 0.5))
-    return {
-        "model": pair_metrics(truth, proba, head_threshold, predicted=predicted),
-        "cosine": pair_metrics(truth, cosine(a, b), threshold),
-        "n_train": len(y_train),
-        "n_test": len(y_test),
-        "test_positives": int(truth.sum()),
-    }
-
-
-def read_pairs(
-    path: str | os.PathLike[str],
-    text_a: str,
-    text_b: str,
-    label: str,
-    group: str | None = None,
-) -> pd.DataFrame:
-    """Read a pair file (CSV, Parquet, JSONL) into columns ``a``, ``b``, ``label`` (0 / 1) and,
-    when ``group`` names a column, ``group``.
-
-    A missing column raises ``ValueError`` naming it and the file; an empty cell or a label
-    other than 0/1/true/false raises one naming the file, the row (1-based data row) and
-    the column.
-
-    >>> import tempfile, pathlib
-    >>> f = pathlib.Path(tempfile.mkdtemp()) / "pairs.csv"
-    >>> _ = f.write_text("x,y,same\\nred car,a red car,1\\nred car,blue sky,0\\n")
-    >>> read_pairs(f, "x", "y", "same")["label"].tolist()
-    [1, 0]
-    """
-    import pandas as pd
-
-    columns = [text_a, text_b, label] + ([group] if group else [])
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"pair file {str(path)!r} does not exist")
-    suffixes = "".join(path.suffixes[-2:]).lower()
-    if suffixes.endswith((".parquet", ".pq")):
-        frame = pd.read_parquet(path)
-    elif suffixes.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        frame = pd.read_json(path, lines=True)
-    else:
-        frame = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=str)
-    missing = [col for col in columns if col not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"pair file {str(path)!r} has no column(s) {missing}; its columns are "
-            f"{list(frame.columns)}"
-        )
-    for col in columns:
-        empty = frame[col].isna().to_numpy()
-        if empty.any():
-            row = int(np.flatnonzero(empty)[0])
-            raise ValueError(f"pair file {str(path)!r}: row {row + 1} has no value in {col!r}")
-    out = pd.DataFrame(
-        {
-            "a": frame[text_a].astype(str).to_numpy(),
-            "b": frame[text_b].astype(str).to_numpy(),
-            "label": parse_labels(frame[label], f"pair file {str(path)!r}, column {label!r}"),
-        }
-    )
-    if group:
-        out["group"] = frame[group].astype(str).to_numpy()
-    return out
-
-
-def parse_labels(values: Any, where: str) -> np.ndarray:
-    """Labels as 0 / 1: accepts 0/1 and true/false (any case); anything else names its row."""
-    mapping = {"1": 1, "0": 0, "true": 1, "false": 0, "1.0": 1, "0.0": 0}
-    out = np.empty(len(values), dtype=np.int64)
-    for row, value in enumerate(list(values)):
-        key = str(value).strip().lower()
-        if key not in mapping:
-            raise ValueError(
-                f"{where}: row {row + 1} has label {value!r}; expected 0/1 or true/false"
-            )
-        out[row] = mapping[key]
-    return out
-
-
-def split_pairs(
-    y: Any, test_size: float = 0.25, seed: int = 0, groups: Any = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Train / test row indices: stratified by ``y``, or grouped when ``groups`` is given.
-
-    With groups no group is in both splits; of 50 random grouped splits the first with both
-    classes on each side is taken.
-
-    >>> train, test = split_pairs([0, 1] * 4, test_size=0.25)
-    >>> len(train), len(test)
-    (6, 2)
-    """
-    from sklearn.model_selection import GroupShuffleSplit, train_test_split
-
-    labels = _check_labels(y)
-    if not 0 < test_size < 1:
-        raise ValueError(f"test_size must be between 0 and 1, got {test_size}")
-    rows = np.arange(len(labels))
-    if groups is None:
-        values, counts = np.unique(labels, return_counts=True)
-        if counts.min() < 2:
-            raise ValueError(
-                f"need at least 2 pairs of each label to split train / test; label "
-                f"{values.tolist()[counts.argmin()]!r} has {counts.min()}"
-            )
-        n_test = max(len(values), round(test_size * len(labels)))
-        if len(labels) - n_test < len(values):
-            raise ValueError(f"{len(labels)} pairs are too few to split with test_size={test_size}")
-        train, test = train_test_split(rows, test_size=n_test, random_state=seed, stratify=labels)
-        return np.sort(train), np.sort(test)
-    groups = np.asarray(groups)
-    if len(groups) != len(labels):
-        _check_lengths(groups=len(groups), y=len(labels))
-    splitter = GroupShuffleSplit(n_splits=50, test_size=test_size, random_state=seed)
-    for train, test in splitter.split(rows, labels, groups):
-        if len(np.unique(labels[train])) == 2 and len(np.unique(labels[test])) == 2:
-            return np.sort(train), np.sort(test)
-    raise ValueError(
-        f"no grouped split of {len(np.unique(groups))} groups puts both labels in train and test; "
-        "add pairs or groups, or change test_size"
-    )

@@ -8,20 +8,34 @@ under itself.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
+import io
 import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from embetter_core.base import EmbeddingEncoder, _is_missing, content_key, pick_device
+from embetter_core._device import BlockCopier, can_pin, host_threads, prefetched
+from embetter_core.base import (
+    EmbeddingEncoder,
+    FileBytes,
+    _is_missing,
+    content_key,
+    pick_device,
+)
 from embetter_core.errors import UnreadableImageError
 from embetter_core.files import IMAGE_SUFFIXES, file_sha256
+
+if TYPE_CHECKING:
+    from embetter_core.spec import EncoderSpec
 
 _CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz"})
 _file_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256
@@ -98,6 +112,15 @@ def _batches(positions: list[int], size: int) -> list[list[int]]:
     return [positions[i : i + size] for i in range(0, len(positions), size)]
 
 
+_IMAGE_BLOCK = 16_384  # image vectors copied back from the device at once
+
+
+def _image_workers(device: str) -> int:
+    """Threads that decode and preprocess images: none on a CPU, where the forward pass is
+    the bottleneck and would lose the cores; one per host core (up to 16) on CUDA."""
+    return host_threads() if device.split(":")[0] == "cuda" else 0
+
+
 class ClipEncoder(EmbeddingEncoder):
     """Encode images and texts into one open_clip space (model loaded lazily, once).
 
@@ -119,6 +142,15 @@ class ClipEncoder(EmbeddingEncoder):
     >>> enc.fingerprint()
     '{"encoder": "ClipEncoder", "model": "ViT-B-32", "pretrained": "openai"}'
     """
+
+    remote_packages = (  # what a Modal container needs to run it
+        "torch",
+        "torchvision",
+        "huggingface-hub",
+        "safetensors",
+        "open-clip-torch",
+        "pillow",
+    )
 
     def __init__(
         self,
@@ -170,6 +202,59 @@ class ClipEncoder(EmbeddingEncoder):
             "size": stat.st_size,
             "sha256": _file_digests[memo],
         }
+
+    # -- how EncoderSpec strings and Modal see it ----------------------------------------------
+    @classmethod
+    def parse_weights(cls, text: str) -> dict[str, str]:
+        """``ARCH@TAG`` (or ``ARCH@CHECKPOINT_PATH``) from an encoder string ``clip:ARCH@TAG``.
+
+        The tag is required: open_clip has several weights per architecture.
+
+        >>> ClipEncoder.parse_weights("ViT-B-32@laion2b_s34b_b79k")
+        {'model': 'ViT-B-32', 'pretrained': 'laion2b_s34b_b79k'}
+        """
+        arch, sep, tag = text.partition("@")
+        if not (sep and arch.strip() and tag.strip()):
+            raise ValueError(
+                f"clip model {text!r}: write an open_clip model as clip:ARCH@TAG, e.g. "
+                "clip:ViT-B-32@openai or clip:ViT-B-32@/path/to/checkpoint.pt"
+            )
+        return {"model": arch.strip(), "pretrained": tag.strip()}
+
+    @classmethod
+    def format_weights(cls, spec: EncoderSpec) -> str:
+        """``ARCH@TAG``, the defaults filled in for ``None``."""
+        pretrained = spec.pretrained or cls._init_default("pretrained")
+        return f"{spec.model or cls._init_default('name')}@{pretrained}"
+
+    def check_remote(self) -> None:
+        """Refuse a local checkpoint file: a Modal container cannot read this disk."""
+        if self._checkpoint_path() is not None:
+            self._refuse_local_weights(os.fspath(self.pretrained))
+
+    def pack_items(self, items: Sequence[Any]) -> list[Any]:
+        """Replace local image paths by their bytes (a container cannot read this disk)."""
+        packed: list[Any] = []
+        for item in items:
+            if is_image_path(item):
+                with open(item, "rb") as fh:
+                    packed.append(FileBytes(os.fspath(item), fh.read()))
+            else:
+                packed.append(item)
+        return packed
+
+    def unpack_items(self, items: Sequence[Any]) -> list[Any]:
+        """Decode :class:`~embetter_core.base.FileBytes` into RGB images, exactly as
+        ``load_image`` reads the file."""
+        out: list[Any] = []
+        for item in items:
+            if isinstance(item, FileBytes):
+                with Image.open(io.BytesIO(item.data)) as image:
+                    image.load()
+                    out.append(image.convert("RGB") if image.mode != "RGB" else image.copy())
+            else:
+                out.append(item)
+        return out
 
     # -- lazily loaded model ----------------------------------------------------------------
     def _load(self) -> None:
@@ -260,7 +345,6 @@ class ClipEncoder(EmbeddingEncoder):
 
         items = self.validate_input(X)
         model = self.model_
-        preprocess = self.__dict__["_lazy_preprocess"]
         tokenizer = self.__dict__["_lazy_tokenizer"]
         device = self.__dict__["_lazy_device"]
         out = np.empty((len(items), self.embedding_dim()), dtype=np.float32)
@@ -268,16 +352,62 @@ class ClipEncoder(EmbeddingEncoder):
         image_pos = [i for i, text in enumerate(is_text) if not text]
         text_pos = [i for i, text in enumerate(is_text) if text]
         with torch.inference_mode():
-            for chunk in _batches(image_pos, self.batch_size):
-                images = [self._image(items[i]) for i in chunk]
-                pixels = torch.stack([preprocess(image) for image in images]).to(device)
-                vectors = model.encode_image(pixels, normalize=True)
-                out[chunk] = vectors.float().cpu().numpy()
+            if image_pos:
+                self._encode_images(items, image_pos, out, workers=_image_workers(device))
             for chunk in _batches(text_pos, self.batch_size):
                 tokens = tokenizer([items[i] for i in chunk]).to(device)
                 vectors = model.encode_text(tokens, normalize=True)
                 out[chunk] = vectors.float().cpu().numpy()
         return out
+
+    def _encode_images(
+        self, items: list[Any], positions: list[int], out: np.ndarray, workers: int = 0
+    ) -> None:
+        """Write the vectors of the images ``items[i]``, ``i`` in ``positions``, to ``out[i]``.
+
+        ``workers=0`` (the CPU path) decodes and preprocesses each batch in this thread, then
+        runs it. With ``workers`` threads (the CUDA path), a pool decodes and preprocesses up
+        to two batches ahead of the forward pass (PIL and torch release the GIL for most of
+        that work), each batch is copied to the device from pinned memory without waiting,
+        and the vectors come back once per block. Same vectors, same order.
+        """
+        import torch
+
+        model = self.model_
+        preprocess = self.__dict__["_lazy_preprocess"]
+        device = self.__dict__["_lazy_device"]
+        if workers <= 0:
+            for chunk in _batches(positions, self.batch_size):
+                images = [self._image(items[i]) for i in chunk]
+                pixels = torch.stack([preprocess(image) for image in images]).to(device)
+                vectors = model.encode_image(pixels, normalize=True)
+                out[chunk] = vectors.float().cpu().numpy()
+            return
+        pin = can_pin(device)
+        size = max(int(self.batch_size), 1)
+        # A PIL image opened lazily decodes on first use; one object listed twice must not
+        # decode in two threads at once.
+        locks = {id(items[i]): threading.Lock() for i in positions}
+
+        def pixels_of(i: int) -> Any:
+            item = items[i]
+            if isinstance(item, Image.Image):
+                with locks[id(item)]:
+                    item.load()
+            return preprocess(self._image(item))
+
+        copier = BlockCopier(out, block_rows=_IMAGE_BLOCK)
+        with ThreadPoolExecutor(workers, thread_name_prefix="embetter-images") as pool:
+            ready = prefetched(pixels_of, positions, depth=2 * size, pool=pool)
+            with contextlib.closing(ready):
+                for chunk in _batches(positions, size):
+                    tensors = [next(ready) for _ in chunk]
+                    shape = (len(tensors), *tensors[0].shape)
+                    pixels = torch.empty(shape, dtype=tensors[0].dtype, pin_memory=pin)
+                    torch.stack(tensors, out=pixels)
+                    pixels = pixels.to(device, non_blocking=pin)
+                    copier.add(chunk, model.encode_image(pixels, normalize=True))
+        copier.flush()
 
     @staticmethod
     def _image(item: Any) -> Image.Image:

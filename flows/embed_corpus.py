@@ -1,11 +1,13 @@
-"""The main flow: ingest → embed (cached, in chunks) → persist HDF5 → dedupe report.
+"""The main flow: ingest → embed (cached, in chunks) → persist HDF5 → dedupe → report.
 
 Run it ad hoc (without INPUT it embeds the bundled demo corpus)::
 
     python -m flows.embed_corpus data.csv --text-column text --output out/data.h5
 
-or from a deployment (see ``prefect.yaml``). ``python -m flows.embed_corpus --help`` lists
-every option.
+or from a deployment (see ``prefect.yaml``). Its parameters are declared once, as the
+fields of :class:`EmbedParams`: they make the flow's signature (and so the Prefect UI's
+form and a deployment's parameters) and the command-line options.
+``python -m flows.embed_corpus --help`` lists every option.
 """
 
 from __future__ import annotations
@@ -22,50 +24,117 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import PrefectFuture
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-import flows  # noqa: F401  (offline-friendly Prefect defaults, before Prefect is imported)
-from embetter_core.dedupe import DEFAULT_THRESHOLD
-from embetter_core.spec import EncoderSpec
+from embetter_core import store as store_lib
+from embetter_core.corpus import Corpus
+from embetter_core.dedupe import DEFAULT_THRESHOLD, DuplicateReport
+from embetter_core.spec import ENCODERS, EncoderSpec
+from embetter_core.store import StoreWriter
+from flows.offline import use_offline_defaults
+from flows.params import Cli, add_options, flow_parameters, options_given
+from tasks.dedupe import find_duplicates_in_store
+from tasks.embed import embed_chunk
+from tasks.ingest import ingest
+from tasks.persist import commit_store, create_store, persist_chunk
+from tasks.report import EmbedResult, publish_report
+from tasks.score import score_candidate_pairs
+
+__all__ = ["EmbedParams", "EmbedResult", "embed_corpus", "main"]
 
 DEMO_CORPUS = (
     Path(__file__).resolve().parent.parent / "embetter_core" / "data" / "debian-sample.csv.gz"
 )
 
-from prefect import flow, get_run_logger  # noqa: E402
-from prefect.artifacts import create_progress_artifact, update_progress_artifact  # noqa: E402
-
-from embetter_core import store as store_lib  # noqa: E402
-from tasks.dedupe import find_duplicates_in_store  # noqa: E402
-from tasks.embed import embed_chunk  # noqa: E402
-from tasks.ingest import ingest  # noqa: E402
-from tasks.persist import commit_store, create_store, persist_chunk  # noqa: E402
-from tasks.report import write_report  # noqa: E402
-from tasks.score import score_candidate_pairs  # noqa: E402
-
 
 class EmbedParams(BaseModel):
-    """The flow's parameters, validated together (paths, ranges, choices)."""
+    """The flow's parameters, validated together (paths, ranges, choices).
 
-    input_path: str = str(DEMO_CORPUS)
-    text_column: str = "text"
-    id_column: str | None = None
-    encoder: Literal["sentence", "clip"] = "sentence"
-    model: str | None = None
-    pretrained: str | None = None
-    output: str = "out/embeddings.h5"
-    cache_dir: str = "out/cache"
-    chunk_size: int = Field(1000, ge=1)
-    threshold: float = Field(DEFAULT_THRESHOLD, gt=0, le=1)
-    report_dir: str = "out/report"
-    skip_invalid: bool = False
-    dedupe_method: Literal["auto", "exact", "ann"] = "auto"
-    batch_size: int = Field(32, ge=1)
-    backend: Literal["local", "modal"] = "local"
-    gpu: str = "any"
-    max_in_flight: int = Field(1, ge=1)
-    difference_model: str | None = None
-    min_probability: float | None = Field(None, ge=0, le=1)
+    Each field is a parameter of :func:`embed_corpus` and an option of the command line
+    (``--field-name``); its description is the option's help and the Prefect UI's.
+
+    >>> EmbedParams(chunk_size=500).id_column  # no input: the demo corpus, named by package
+    'package'
+    """
+
+    input_path: Annotated[str | None, Cli(positional=True, flag="input")] = Field(
+        None,
+        description="corpus file (.csv[.gz], .parquet, .jsonl[.gz], .txt) or a folder of "
+        "images; default: the bundled demo corpus (2,000 Debian package descriptions)",
+    )
+    text_column: str = Field("text", description="column holding the text")
+    id_column: str | None = Field(
+        None, description="column holding unique ids (default: row numbers)"
+    )
+    encoder: Literal[tuple(ENCODERS)] = Field(  # type: ignore[valid-type]  # registered kinds
+        "sentence", description="sentence-transformers for text, or open_clip for images"
+    )
+    model: str | None = Field(
+        None,
+        description="model name or local path "
+        "(default: all-MiniLM-L6-v2 for sentence, ViT-B-32 for clip)",
+    )
+    pretrained: str | None = Field(
+        None,
+        description="clip only: open_clip pretrained tag or local checkpoint (default: openai)",
+    )
+    output: str = Field("out/embeddings.h5", description="the .h5 store to write")
+    cache_dir: str = Field(
+        "out/cache", description="embedding cache root; one sub-folder per model"
+    )
+    chunk_size: int = Field(1000, ge=1, description="rows per chunk/task")
+    batch_size: int = Field(32, ge=1, description="items per forward pass")
+    threshold: float = Field(
+        DEFAULT_THRESHOLD, gt=0, le=1, description="cosine similarity for a near-duplicate pair"
+    )
+    dedupe_method: Literal["auto", "exact", "ann"] = Field(
+        "auto", description="exact blocked search, approximate (ann), or auto by corpus size"
+    )
+    report_dir: str = Field("out/report", description="folder for pairs.csv and report.html")
+    skip_invalid: bool = Field(
+        False,
+        description="drop empty/duplicate/unreadable rows and list them in the report "
+        "instead of failing",
+    )
+    difference_model: str | None = Field(
+        None,
+        description="a DifferenceClassifier saved by flows.train_difference (.skops): adds "
+        "each pair's probability to the report",
+    )
+    min_probability: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="with a difference model: keep only pairs whose probability is at least this",
+    )
+    backend: Literal["local", "modal"] = Field(
+        "local", description="encode here, or on Modal GPUs (needs `modal setup`)"
+    )
+    gpu: str = Field("any", description="Modal GPU type with the modal backend, e.g. A10G")
+    max_in_flight: int = Field(
+        1,
+        ge=1,
+        description="chunks encoded at once (default: 1; on the command line with "
+        "--runner dask, 2 per Dask worker)",
+    )
+    progress_bar: Annotated[bool, Cli(hidden=True)] = Field(
+        False,
+        description="show a progress bar on stderr (the command line does on a terminal, "
+        "unless --no-progress)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _demo_corpus(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("input_path") is None:
+            data = {**data, "input_path": str(DEMO_CORPUS)}
+            if data.get("id_column") is None:
+                data["id_column"] = "package"  # name the demo rows by their Debian package
+        return data
 
     @field_validator("output")
     @classmethod
@@ -76,7 +145,7 @@ class EmbedParams(BaseModel):
 
     @field_validator("input_path", "difference_model")
     @classmethod
-    def _exists(cls, value: str) -> str:
+    def _exists(cls, value: str | None) -> str | None:
         if value is not None and not Path(value).exists():
             raise ValueError(f"not found: {value}")
         return value
@@ -88,6 +157,7 @@ class EmbedParams(BaseModel):
         return self
 
     def encoder_spec(self) -> EncoderSpec:
+        """The encoder these parameters describe."""
         return EncoderSpec(
             kind=self.encoder,
             model=self.model,
@@ -98,20 +168,44 @@ class EmbedParams(BaseModel):
         )
 
 
-class EmbedResult(BaseModel):
-    """What a run produced, and what it cost."""
+@flow(name="embed-corpus", validate_parameters=True)
+@flow_parameters(EmbedParams)
+def embed_corpus(params: EmbedParams) -> EmbedResult:
+    """Embed a corpus into an HDF5 store and report its near-duplicates.
 
-    store_path: str
-    pairs_csv: str
-    report_html: str
-    rows: int
-    skipped: int
-    pairs: int
-    clusters: int
-    cache_hits: int
-    cache_misses: int
-    dedupe_method: str
-    seconds: float
+    Only what the cache lacks is encoded; a rerun after a crash reads the cache and
+    finishes. ``input_path=None`` runs on the bundled demo corpus (2,000 Debian package
+    descriptions). ``max_in_flight`` chunks are encoded at once (raise it with a Dask runner).
+    With ``difference_model`` (a saved ``DifferenceClassifier``) each pair gets the model's
+    probability; ``min_probability`` then keeps only the pairs the model calls duplicates.
+    """
+    started = time.perf_counter()
+    spec = params.encoder_spec()
+    fingerprint = spec.build_local().fingerprint()
+    cache = cache_folder(params.cache_dir, spec, fingerprint)
+    check_before_work(params, spec)
+
+    corpus: Corpus = ingest(
+        params.input_path, params.text_column, params.id_column, params.skip_invalid
+    )
+    writer, counts = embed_and_persist(corpus, spec, fingerprint, cache, params)
+    store_path: Path = commit_store(writer)
+    report: DuplicateReport = find_duplicates_in_store(
+        str(store_path), params.threshold, params.dedupe_method
+    )
+    report, probabilities = apply_difference_model(report, corpus, params, spec, cache)
+    return publish_report(
+        report,
+        corpus,
+        store_path,
+        counts,
+        report_dir=params.report_dir,
+        encoder=fingerprint,
+        started=started,
+        difference_model=params.difference_model,
+        min_probability=params.min_probability,
+        probabilities=probabilities,
+    )
 
 
 def cache_folder(cache_dir: str, spec: EncoderSpec, fingerprint: str | None = None) -> str:
@@ -125,6 +219,14 @@ def cache_folder(cache_dir: str, spec: EncoderSpec, fingerprint: str | None = No
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(spec.model_name).name).strip("-") or "model"
     digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:10]
     return str(Path(cache_dir) / f"{slug}-{digest}")
+
+
+def check_before_work(params: EmbedParams, spec: EncoderSpec) -> None:
+    """Fail before any work on what would fail later: an output folder that cannot be
+    written, Modal without a token or network, a difference model of another encoder."""
+    check_outputs(params)
+    check_backend(spec)
+    check_difference_model(params.difference_model, spec)
 
 
 def check_outputs(params: EmbedParams) -> None:
@@ -155,117 +257,24 @@ def check_backend(spec: EncoderSpec) -> None:
         check_modal_ready(APP_NAME)
 
 
-@flow(name="embed-corpus", validate_parameters=True)
-def embed_corpus(
-    input_path: str | None = None,
-    text_column: str = "text",
-    id_column: str | None = None,
-    encoder: Literal["sentence", "clip"] = "sentence",
-    model: str | None = None,
-    pretrained: str | None = None,
-    output: str = "out/embeddings.h5",
-    cache_dir: str = "out/cache",
-    chunk_size: Annotated[int, Field(ge=1)] = 1000,
-    threshold: Annotated[float, Field(gt=0, le=1)] = DEFAULT_THRESHOLD,
-    report_dir: str = "out/report",
-    skip_invalid: bool = False,
-    dedupe_method: Literal["auto", "exact", "ann"] = "auto",
-    batch_size: Annotated[int, Field(ge=1)] = 32,
-    backend: Literal["local", "modal"] = "local",
-    gpu: str = "any",
-    max_in_flight: Annotated[int, Field(ge=1)] = 1,
-    difference_model: str | None = None,
-    min_probability: Annotated[float, Field(ge=0, le=1)] | None = None,
-    progress_bar: bool = False,
-) -> EmbedResult:
-    """Embed a corpus into an HDF5 store and report its near-duplicates.
-
-    Only what the cache lacks is encoded; a rerun after a crash reads the cache and
-    finishes. ``input_path=None`` runs on the bundled demo corpus (2,000 Debian package
-    descriptions). ``max_in_flight`` chunks are encoded at once (raise it with a Dask runner).
-    With ``difference_model`` (a saved ``DifferenceClassifier``) each pair gets the model's
-    probability; ``min_probability`` then keeps only the pairs the model calls duplicates.
-    """
-    started = time.perf_counter()
-    logger = get_run_logger()
-    args = {k: v for k, v in locals().items() if k in EmbedParams.model_fields and v is not None}
-    if input_path is None and id_column is None:
-        args["id_column"] = "package"  # the demo corpus: name rows by their Debian package
-    params = EmbedParams(**args)
-    spec = params.encoder_spec()
-    fingerprint = spec.build_local().fingerprint()
-    folder = cache_folder(params.cache_dir, spec, fingerprint)
-    check_outputs(params)
-    check_backend(spec)
-    check_difference_model(params.difference_model, spec)
-
-    corpus = ingest(params.input_path, params.text_column, params.id_column, params.skip_invalid)
-    logger.info(
-        "ingested %d rows from %s (%d skipped)", len(corpus), corpus.source, len(corpus.skipped)
-    )
-
-    writer, stats = embed_and_persist(corpus, spec, fingerprint, folder, params, progress_bar)
-    store_path = commit_store(writer)
-    logger.info("store written: %s", store_path)
-
-    report = find_duplicates_in_store(str(store_path), params.threshold, params.dedupe_method)
-    text_of = corpus.texts_by_id()
-    report, probabilities = apply_difference_model(report, text_of, params, spec, folder)
-    wanted = {i for pair in report.pairs for i in pair[:2]} | {
-        i for members in report.clusters for i in members
-    }
-    texts = {i: text_of[i] for i in wanted}
-    extra = {
-        "corpus": corpus.source,
-        "rows": len(corpus),
-        "skipped rows": len(corpus.skipped),
-        **({"first skipped": "; ".join(map(str, corpus.skipped[:5]))} if corpus.skipped else {}),
-        "encoder": fingerprint,
-        "cache hits / misses": f"{stats['hits']} / {stats['misses']}",
-        "store": str(store_path),
-        **(
-            {"difference model": params.difference_model, "min probability": params.min_probability}
-            if params.difference_model
-            else {}
-        ),
-    }
-    paths = write_report(
-        report,
-        texts,
-        params.report_dir,
-        extra,
-        probabilities=None if probabilities is None else probabilities.tolist(),
-    )
-    result = EmbedResult(
-        store_path=str(store_path),
-        pairs_csv=str(paths["pairs_csv"]),
-        report_html=str(paths["report_html"]),
-        rows=len(corpus),
-        skipped=len(corpus.skipped),
-        pairs=len(report.pairs),
-        clusters=len(report.clusters),
-        cache_hits=stats["hits"],
-        cache_misses=stats["misses"],
-        dedupe_method=report.method,
-        seconds=round(time.perf_counter() - started, 2),
-    )
-    logger.info("done: %s", result.model_dump_json())
-    return result
-
-
 def apply_difference_model(
-    report: Any, text_of: dict[str, Any], params: EmbedParams, spec: EncoderSpec, folder: str
-) -> tuple[Any, Any]:
+    report: DuplicateReport,
+    corpus: Corpus,
+    params: EmbedParams,
+    spec: EncoderSpec,
+    cache: str,
+) -> tuple[DuplicateReport, np.ndarray | None]:
     """Score each pair with ``params.difference_model`` (if any); with ``min_probability``
     keep only the pairs it calls duplicates. Returns the report and the probabilities."""
     if not params.difference_model:
         return report, None
+    text_of = corpus.texts_by_id()
     probabilities = score_candidate_pairs(
         params.difference_model,
         [text_of[a] for a, _, _ in report.pairs],
         [text_of[b] for _, b, _ in report.pairs],
         spec,
-        folder,
+        cache,
     )
     if params.min_probability is None:
         return report, probabilities
@@ -275,13 +284,12 @@ def apply_difference_model(
 
 
 def embed_and_persist(
-    corpus: Any,
+    corpus: Corpus,
     spec: EncoderSpec,
     fingerprint: str,
-    folder: str,
+    cache: str,
     params: EmbedParams,
-    progress_bar: bool,
-) -> tuple[Any, dict[str, int]]:
+) -> tuple[StoreWriter, dict[str, int]]:
     """Embed the corpus chunk by chunk (at most ``max_in_flight`` at once), writing each
     chunk to the temporary store as it completes. Returns the writer and cache counts.
 
@@ -294,14 +302,14 @@ def embed_and_persist(
         progress=0.0, key="embed-corpus-progress", description="Chunks embedded and persisted"
     )
     bar = None
-    if progress_bar:
+    if params.progress_bar:
         from tqdm import tqdm
 
         bar = tqdm(total=len(corpus), unit="row", desc="embedding", file=sys.stderr)
     totals = {"hits": 0, "misses": 0}
     done = 0
-    writer = None
-    pending: deque[tuple[int, Any, Any]] = deque()
+    writer: StoreWriter | None = None
+    pending: deque[tuple[int, Any, PrefectFuture[tuple[np.ndarray, dict[str, int]]]]] = deque()
 
     def drain_one() -> None:
         nonlocal writer, done
@@ -338,7 +346,7 @@ def embed_and_persist(
     try:
         for number, rows in enumerate(chunks, start=1):
             items = [corpus.items[i] for i in rows]
-            future = embed_chunk.submit(items, number, spec, folder)
+            future = embed_chunk.submit(items, number, spec, cache)
             pending.append((number, rows, future))
             if len(pending) >= params.max_in_flight:
                 drain_one()
@@ -348,6 +356,7 @@ def embed_and_persist(
         if bar is not None:
             bar.close()
     logger.info("cache: %d hits, %d misses", totals["hits"], totals["misses"])
+    assert writer is not None  # a corpus has at least one row
     return writer, totals
 
 
@@ -398,149 +407,46 @@ def api_for_workers(needed: bool) -> Iterator[None]:
 
 # -- the command line ---------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    """The command line: one option per field of :class:`EmbedParams`, and how to run."""
+    parser = argparse.ArgumentParser(
         prog="python -m flows.embed_corpus",
         description="Embed a corpus into an HDF5 store and write a near-duplicate report "
         "(a Prefect flow run). Without INPUT, runs on the bundled demo corpus.",
     )
-    p.add_argument(
-        "input",
-        nargs="?",
-        help="corpus file (.csv[.gz], .parquet, .jsonl[.gz], "
-        ".txt) or a folder of images; default: the bundled demo corpus",
-    )
-    p.add_argument("--text-column", default="text", help="column holding the text (default: text)")
-    p.add_argument(
-        "--id-column", default=None, help="column holding unique ids (default: row numbers)"
-    )
-    p.add_argument(
-        "--encoder",
-        choices=["sentence", "clip"],
-        default="sentence",
-        help="sentence-transformers for text, or open_clip for images (default: sentence)",
-    )
-    p.add_argument(
-        "--model",
-        default=None,
-        help="model name or local path (default: all-MiniLM-L6-v2 for sentence, ViT-B-32 for clip)",
-    )
-    p.add_argument(
-        "--pretrained",
-        default=None,
-        help="clip only: open_clip pretrained tag or local checkpoint (default: openai)",
-    )
-    p.add_argument(
-        "--output",
-        default="out/embeddings.h5",
-        help="the .h5 store to write (default: out/embeddings.h5)",
-    )
-    p.add_argument(
-        "--cache-dir",
-        default="out/cache",
-        help="embedding cache root; one sub-folder per model (default: out/cache)",
-    )
-    p.add_argument(
-        "--chunk-size", type=int, default=1000, help="rows per chunk/task (default: 1000)"
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=32, help="items per forward pass (default: 32)"
-    )
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=DEFAULT_THRESHOLD,
-        help=f"cosine similarity for a near-duplicate pair (default: {DEFAULT_THRESHOLD})",
-    )
-    p.add_argument(
-        "--dedupe-method",
-        choices=["auto", "exact", "ann"],
-        default="auto",
-        help="exact blocked search, approximate (ann), or auto by corpus size",
-    )
-    p.add_argument(
-        "--report-dir",
-        default="out/report",
-        help="folder for pairs.csv and report.html (default: out/report)",
-    )
-    p.add_argument(
-        "--skip-invalid",
-        action="store_true",
-        help="drop empty/duplicate/unreadable rows and list them in the report instead of failing",
-    )
-    p.add_argument(
-        "--difference-model",
-        default=None,
-        help="a DifferenceClassifier saved by flows.train_difference (.skops): adds each "
-        "pair's probability to the report",
-    )
-    p.add_argument(
-        "--min-probability",
-        type=float,
-        default=None,
-        help="with --difference-model: keep only pairs whose probability is at least this",
-    )
-    p.add_argument(
-        "--backend",
-        choices=["local", "modal"],
-        default="local",
-        help="encode here, or on Modal GPUs (needs `modal setup`)",
-    )
-    p.add_argument(
-        "--gpu", default="any", help="Modal GPU type with --backend modal, e.g. A10G (default: any)"
-    )
-    p.add_argument(
+    add_options(parser, EmbedParams)
+    run = parser.add_argument_group("how to run")
+    run.add_argument(
         "--runner",
         choices=["thread", "dask"],
         default="thread",
         help="Prefect task runner for embed_chunk: threads here, or a Dask cluster",
     )
-    p.add_argument(
+    run.add_argument(
         "--dask-address",
         default=None,
         help="with --runner dask: scheduler of an existing cluster, e.g. tcp://HOST:8786 "
         "(default: start a LocalCluster)",
     )
-    p.add_argument(
+    run.add_argument(
         "--dask-workers",
         type=int,
         default=2,
         help="with --runner dask and no address: LocalCluster worker processes (default: 2)",
     )
-    p.add_argument(
-        "--max-in-flight",
-        type=int,
-        default=None,
-        help="chunks encoded at once (default: 1, or 2 per Dask worker)",
+    run.add_argument(
+        "--no-progress", action="store_true", help="no progress bar even on a terminal"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
-    return p
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the flow from the command line; prints the output paths, or the error (status 1)."""
+    use_offline_defaults()
     args = build_parser().parse_args(argv)
-    kwargs: dict[str, Any] = {
-        "input_path": args.input,
-        "text_column": args.text_column,
-        "id_column": args.id_column,
-        "encoder": args.encoder,
-        "model": args.model,
-        "pretrained": args.pretrained,
-        "output": args.output,
-        "cache_dir": args.cache_dir,
-        "chunk_size": args.chunk_size,
-        "batch_size": args.batch_size,
-        "threshold": args.threshold,
-        "dedupe_method": args.dedupe_method,
-        "report_dir": args.report_dir,
-        "skip_invalid": args.skip_invalid,
-        "backend": args.backend,
-        "gpu": args.gpu,
-        "difference_model": args.difference_model,
-        "min_probability": args.min_probability,
-        "progress_bar": sys.stderr.isatty() and not args.no_progress,
-        "max_in_flight": args.max_in_flight
-        or (2 * args.dask_workers if args.runner == "dask" else 1),
-    }
+    params = options_given(args, EmbedParams)
+    params["progress_bar"] = sys.stderr.isatty() and not args.no_progress
+    if args.runner == "dask":
+        params.setdefault("max_in_flight", 2 * args.dask_workers)
     flow_fn = embed_corpus
     if args.runner == "dask":
         flow_fn = embed_corpus.with_options(
@@ -548,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     try:
         with api_for_workers(args.runner == "dask"):
-            result = flow_fn(**kwargs)
+            result = flow_fn(**params)
     except Exception as exc:  # the flow run has logged the traceback; say what went wrong
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -8,7 +8,7 @@ Splits the pairs into train / test (grouped when ``--group`` names a column, so 
 on both sides), fits the model on train, evaluates F1, ROC-AUC, precision and recall on test
 for the model and for a cosine threshold tuned on train, writes ``eval.json`` (into
 ``--eval-dir``, by default the output's folder), publishes a markdown artifact, and saves the
-model with skops.
+model with skops. The parameters are declared once, as the fields of :class:`TrainParams`.
 """
 
 from __future__ import annotations
@@ -16,162 +16,120 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect import flow
+from pydantic import BaseModel, ConfigDict, Field
 
 from embetter_core.model import FEATURES
+from embetter_core.spec import EncoderSpec
 from embetter_core.text import DEFAULT_MODEL
-from tasks.train import evaluate, fit_model, load_pairs, save_model, split, write_eval
+from flows.offline import use_offline_defaults
+from flows.params import Cli, add_options, flow_parameters, options_given
+from tasks.train import (
+    ARTIFACT_KEY,
+    evaluate,
+    fit_model,
+    load_pairs,
+    render_markdown,
+    report_evaluation,
+    save_model,
+    split,
+)
 
-ARTIFACT_KEY = "difference-model-eval"
+__all__ = ["ARTIFACT_KEY", "TrainParams", "render_markdown", "train_difference", "main"]
+
 # The training flow's default features: on the Debian pairs they beat a tuned cosine
 # threshold by about 3 F1 points, where the library default (absdiff, product) gains 0.6.
 FLOW_FEATURES = ("concat", "absdiff", "product")
+Feature = Literal[FEATURES]  # type: ignore[valid-type]  # the names the classifier knows
+
+
+class TrainParams(BaseModel):
+    """The training flow's parameters: its signature and its command-line options.
+
+    >>> TrainParams(pairs="pairs.csv").features
+    ['concat', 'absdiff', 'product']
+    """
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    pairs: Annotated[str, Cli(positional=True)] = Field(
+        description="pair file: CSV, Parquet or JSONL"
+    )
+    text_a: Annotated[str, Cli(required=True)] = Field(
+        "text_a", description="column with the first text"
+    )
+    text_b: Annotated[str, Cli(required=True)] = Field(
+        "text_b", description="column with the second text"
+    )
+    label: Annotated[str, Cli(required=True)] = Field(
+        "label", description="column with 1 (similar) / 0"
+    )
+    output: Annotated[str, Cli(required=True)] = Field(
+        "model.skops", description="where to save the model (.skops)"
+    )
+    group: str | None = Field(None, description="column to group the train / test split by")
+    test_size: float = Field(0.25, description="share of the pairs held out for the test")
+    seed: int = Field(0, description="random seed of the split")
+    cache_dir: str | None = Field(None, description="embedding cache folder (diskcache)")
+    eval_dir: str | None = Field(None, description="folder for eval.json (default: the output's)")
+    model_name: Annotated[str, Cli(flag="--model")] = Field(
+        DEFAULT_MODEL, description="sentence-transformers model name or local path"
+    )
+    features: list[Feature] = Field(
+        default_factory=lambda: list(FLOW_FEATURES),
+        description="pair features; the default beats a tuned cosine threshold by 3 F1 "
+        "points on the Debian pairs (see BENCHMARKS.md)",
+    )
+    batch_size: int = Field(32, ge=1, description="texts per forward pass")
+
+    def encoder_spec(self) -> EncoderSpec:
+        """The encoder these parameters describe."""
+        return EncoderSpec.parse(self.model_name, batch_size=self.batch_size)
+
+    def eval_folder(self) -> str:
+        """Where ``eval.json`` goes: ``eval_dir``, else the model's folder."""
+        return self.eval_dir or str(Path(self.output).resolve().parent)
 
 
 @flow(name="train-difference")
-def train_difference(
-    pairs: str,
-    text_a: str = "text_a",
-    text_b: str = "text_b",
-    label: str = "label",
-    output: str = "model.skops",
-    group: str | None = None,
-    test_size: float = 0.25,
-    seed: int = 0,
-    cache_dir: str | None = None,
-    eval_dir: str | None = None,
-    model_name: str = DEFAULT_MODEL,
-    features: list[str] | None = None,
-    batch_size: int = 32,
-) -> dict[str, Any]:
+@flow_parameters(TrainParams)
+def train_difference(params: TrainParams) -> dict[str, Any]:
     """Load, split, fit, evaluate, save; returns the evaluation (also in ``eval.json``)."""
-    logger = get_run_logger()
-    enc = make_encoder(model_name, batch_size, cache_dir)
-    feats = tuple(features or FLOW_FEATURES)
-
-    frame = load_pairs(pairs, text_a, text_b, label, group)
-    train_rows, test_rows = split(frame, test_size, seed)
-    model = fit_model(frame, train_rows, enc, feats)
-    result = evaluate(model, frame, train_rows, test_rows)
-    result.update(
-        {
-            "pairs": str(pairs),
-            "features": list(feats),
-            "encoder": enc.fingerprint(),
-            "test_size": test_size,
-            "seed": seed,
-        }
-    )
-    model_path = save_model(model, output)
-    result["model_path"] = model_path
-    eval_path = write_eval(result, eval_dir or str(Path(output).resolve().parent))
-    create_markdown_artifact(
-        markdown=render_markdown(result),
-        key=ARTIFACT_KEY,
-        description="DifferenceClassifier vs tuned cosine threshold",
-    )
-    logger.info(
-        "model F1 %.3f vs cosine F1 %.3f; model at %s, evaluation at %s",
-        result["model"]["f1"],
-        result["cosine"]["f1"],
+    frame = load_pairs(params.pairs, params.text_a, params.text_b, params.label, params.group)
+    train_rows, test_rows = split(frame, params.test_size, params.seed)
+    model = fit_model(frame, train_rows, params.encoder_spec(), params.features, params.cache_dir)
+    scores = evaluate(model, frame, train_rows, test_rows)
+    model_path = save_model(model, params.output)
+    return report_evaluation(
+        scores,
+        model,
         model_path,
-        eval_path,
+        params.eval_folder(),
+        pairs=params.pairs,
+        features=params.features,
+        test_size=params.test_size,
+        seed=params.seed,
     )
-    result["eval_path"] = eval_path
-    return result
-
-
-def make_encoder(model_name: str, batch_size: int, cache_dir: str | None) -> Any:
-    """A SentenceEncoder, wrapped in ``cached(cache_dir, ...)`` when a folder is given."""
-    from embetter_core.cache import cached
-    from embetter_core.text import SentenceEncoder
-
-    enc = SentenceEncoder(name=model_name, batch_size=batch_size)
-    return cached(cache_dir, enc) if cache_dir else enc
-
-
-def render_markdown(result: dict[str, Any]) -> str:
-    """A markdown table of the model's and the cosine baseline's test metrics.
-
-    >>> row = {"f1": 0.9, "roc_auc": 0.95, "precision": 0.9, "recall": 0.9, "threshold": 0.5}
-    >>> print(render_markdown({"model": row, "cosine": row, "n_train": 6, "n_test": 2}))
-    ... # doctest: +ELLIPSIS
-    # Difference model vs cosine threshold
-    ...
-    | DifferenceClassifier | 0.900 | 0.950 | 0.900 | 0.900 | 0.500 |
-    ...
-    """
-
-    def fmt(value: Any) -> str:
-        return "n/a" if value is None or value != value else f"{value:.3f}"
-
-    lines = [
-        "# Difference model vs cosine threshold",
-        "",
-        f"{result['n_train']} training pairs, {result['n_test']} test pairs.",
-        "",
-        "| scorer | F1 | ROC-AUC | precision | recall | threshold |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, key in [("DifferenceClassifier", "model"), ("cosine (tuned on train)", "cosine")]:
-        m = result[key]
-        cells = [fmt(m[k]) for k in ("f1", "roc_auc", "precision", "recall", "threshold")]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    gain = 100 * (result["model"]["f1"] - result["cosine"]["f1"])
-    lines += ["", f"F1 gain over the cosine threshold: {gain:+.1f} points."]
-    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line: one option per field of :class:`TrainParams`."""
     parser = argparse.ArgumentParser(
         prog="python -m flows.train_difference",
         description="Train and evaluate a DifferenceClassifier on labelled pairs.",
     )
-    parser.add_argument("pairs", help="pair file: CSV, Parquet or JSONL")
-    parser.add_argument("--text-a", required=True, help="column with the first text")
-    parser.add_argument("--text-b", required=True, help="column with the second text")
-    parser.add_argument("--label", required=True, help="column with 1 (similar) / 0")
-    parser.add_argument("--output", required=True, help="where to save the model (.skops)")
-    parser.add_argument("--group", help="column to group the train / test split by")
-    parser.add_argument("--test-size", type=float, default=0.25)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache-dir", help="embedding cache folder (diskcache)")
-    parser.add_argument("--eval-dir", help="folder for eval.json (default: the output's)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument(
-        "--features",
-        nargs="+",
-        choices=FEATURES,
-        default=None,
-        help=f"pair features (default: {' '.join(FLOW_FEATURES)}, which beat a tuned cosine "
-        "threshold by 3 F1 points on the Debian pairs; see BENCHMARKS.md)",
-    )
+    add_options(parser, TrainParams)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the flow from the command line; bad input exits with status 2 and a message."""
+    use_offline_defaults()
     args = parse_args(argv)
     try:
-        result = train_difference(
-            pairs=args.pairs,
-            text_a=args.text_a,
-            text_b=args.text_b,
-            label=args.label,
-            output=args.output,
-            group=args.group,
-            test_size=args.test_size,
-            seed=args.seed,
-            cache_dir=args.cache_dir,
-            eval_dir=args.eval_dir,
-            model_name=args.model,
-            features=args.features,
-            batch_size=args.batch_size,
-        )
+        result = train_difference(**options_given(args, TrainParams))
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

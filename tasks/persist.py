@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from embetter_core import store
@@ -54,4 +54,6 @@ def persist_chunk(
 @task(name="commit-store", cache_policy=NO_CACHE, persist_result=False)
 def commit_store(writer: StoreWriter) -> Path:
     """Check every row was written and rename the store into place."""
-    return writer.commit()
+    path = writer.commit()
+    get_run_logger().info("store written: %s", path)
+    return path

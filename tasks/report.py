@@ -1,16 +1,37 @@
-"""Report: pairs.csv, report.html and the Prefect artifacts a person reads in the UI."""
+"""Report: pairs.csv, report.html, the Prefect artifacts a person reads in the UI, and the
+run's result."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+import numpy as np
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
 
 from embetter_core import report as render
+from embetter_core.corpus import Corpus
 from embetter_core.dedupe import DuplicateReport
+
+
+class EmbedResult(BaseModel):
+    """What a run produced, and what it cost."""
+
+    store_path: str
+    pairs_csv: str
+    report_html: str
+    rows: int
+    skipped: int
+    pairs: int
+    clusters: int
+    cache_hits: int
+    cache_misses: int
+    dedupe_method: str
+    seconds: float
 
 
 @task(name="write-report", cache_policy=NO_CACHE, persist_result=False)
@@ -45,3 +66,79 @@ def write_report(
         description=f"Top {len(rows)} near-duplicate pairs",
     )
     return {"pairs_csv": pairs, "report_html": page}
+
+
+def run_facts(
+    corpus: Corpus,
+    store_path: Path,
+    counts: dict[str, int],
+    encoder: str,
+    difference_model: str | None = None,
+    min_probability: float | None = None,
+) -> dict[str, Any]:
+    """The rows a report shows about its run: the corpus, what was skipped, the encoder, the
+    cache hits and misses, the store, the difference model."""
+    facts: dict[str, Any] = {
+        "corpus": corpus.source,
+        "rows": len(corpus),
+        "skipped rows": len(corpus.skipped),
+    }
+    if corpus.skipped:
+        facts["first skipped"] = "; ".join(map(str, corpus.skipped[:5]))
+    facts["encoder"] = encoder
+    facts["cache hits / misses"] = f"{counts['hits']} / {counts['misses']}"
+    facts["store"] = str(store_path)
+    if difference_model:
+        facts["difference model"] = difference_model
+        facts["min probability"] = min_probability
+    return facts
+
+
+def texts_in_report(report: DuplicateReport, corpus: Corpus) -> dict[str, str]:
+    """The texts of the ids that appear in the report's pairs or clusters."""
+    text_of = corpus.texts_by_id()
+    wanted = {i for pair in report.pairs for i in pair[:2]}
+    wanted.update(i for members in report.clusters for i in members)
+    return {i: text_of[i] for i in wanted}
+
+
+def publish_report(
+    report: DuplicateReport,
+    corpus: Corpus,
+    store_path: Path,
+    counts: dict[str, int],
+    *,
+    report_dir: str,
+    encoder: str,
+    started: float,
+    difference_model: str | None = None,
+    min_probability: float | None = None,
+    probabilities: np.ndarray | None = None,
+) -> EmbedResult:
+    """Write the report (files and artifacts) of a run that began at ``started``
+    (``time.perf_counter()``) and return its :class:`EmbedResult`.
+
+    ``counts`` holds the cache ``hits`` and ``misses``; ``encoder`` is the fingerprint.
+    """
+    paths = write_report(
+        report,
+        texts_in_report(report, corpus),
+        report_dir,
+        run_facts(corpus, store_path, counts, encoder, difference_model, min_probability),
+        probabilities=None if probabilities is None else probabilities.tolist(),
+    )
+    result = EmbedResult(
+        store_path=str(store_path),
+        pairs_csv=str(paths["pairs_csv"]),
+        report_html=str(paths["report_html"]),
+        rows=len(corpus),
+        skipped=len(corpus.skipped),
+        pairs=len(report.pairs),
+        clusters=len(report.clusters),
+        cache_hits=counts["hits"],
+        cache_misses=counts["misses"],
+        dedupe_method=report.method,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    get_run_logger().info("done: %s", result.model_dump_json())
+    return result

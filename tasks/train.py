@@ -5,20 +5,20 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from embetter_core.model import (
-    DifferenceClassifier,
-    evaluate_against_cosine,
-    read_pairs,
-    split_pairs,
-)
+from embetter_core.cache import cached
+from embetter_core.evaluation import evaluate_against_cosine, read_pairs, split_pairs
+from embetter_core.model import DifferenceClassifier
+from embetter_core.spec import EncoderSpec
 
 
 @task(cache_policy=NO_CACHE)
@@ -40,11 +40,19 @@ def split(frame: pd.DataFrame, test_size: float, seed: int) -> tuple[np.ndarray,
 
 @task(cache_policy=NO_CACHE)
 def fit_model(
-    frame: pd.DataFrame, rows: np.ndarray, enc: Any, features: tuple[str, ...]
+    frame: pd.DataFrame,
+    rows: np.ndarray,
+    spec: EncoderSpec,
+    features: Sequence[str],
+    cache_dir: str | None = None,
 ) -> DifferenceClassifier:
-    """Fit a DifferenceClassifier on the given rows."""
+    """Fit a DifferenceClassifier on the given rows, with the encoder ``spec`` describes
+    (built here, wherever the task runs), cached in ``cache_dir`` when one is given."""
     part = frame.iloc[rows]
-    model = DifferenceClassifier(enc=enc, features=features)
+    enc = spec.build()
+    if cache_dir:
+        enc = cached(cache_dir, enc)
+    model = DifferenceClassifier(enc=enc, features=tuple(features))
     return model.fit(part["a"], part["b"], part["label"])
 
 
@@ -94,3 +102,77 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+
+ARTIFACT_KEY = "difference-model-eval"
+
+
+def report_evaluation(
+    scores: dict[str, Any],
+    model: DifferenceClassifier,
+    model_path: str,
+    eval_dir: str,
+    *,
+    pairs: str,
+    features: Sequence[str],
+    test_size: float,
+    seed: int,
+) -> dict[str, Any]:
+    """Write ``eval.json`` (the test ``scores`` and what produced them) into ``eval_dir``,
+    publish it as a markdown artifact and log the comparison; returns it, with ``eval_path``.
+    """
+    result = {
+        **scores,
+        "pairs": str(pairs),
+        "features": list(features),
+        "encoder": model.enc.fingerprint(),
+        "test_size": test_size,
+        "seed": seed,
+        "model_path": model_path,
+    }
+    eval_path = write_eval(result, eval_dir)
+    create_markdown_artifact(
+        markdown=render_markdown(result),
+        key=ARTIFACT_KEY,
+        description="DifferenceClassifier vs tuned cosine threshold",
+    )
+    get_run_logger().info(
+        "model F1 %.3f vs cosine F1 %.3f; model at %s, evaluation at %s",
+        result["model"]["f1"],
+        result["cosine"]["f1"],
+        model_path,
+        eval_path,
+    )
+    return {**result, "eval_path": eval_path}
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """A markdown table of the model's and the cosine baseline's test metrics.
+
+    >>> row = {"f1": 0.9, "roc_auc": 0.95, "precision": 0.9, "recall": 0.9, "threshold": 0.5}
+    >>> print(render_markdown({"model": row, "cosine": row, "n_train": 6, "n_test": 2}))
+    ... # doctest: +ELLIPSIS
+    # Difference model vs cosine threshold
+    ...
+    | DifferenceClassifier | 0.900 | 0.950 | 0.900 | 0.900 | 0.500 |
+    ...
+    """
+
+    def fmt(value: Any) -> str:
+        return "n/a" if value is None or value != value else f"{value:.3f}"
+
+    lines = [
+        "# Difference model vs cosine threshold",
+        "",
+        f"{result['n_train']} training pairs, {result['n_test']} test pairs.",
+        "",
+        "| scorer | F1 | ROC-AUC | precision | recall | threshold |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, key in [("DifferenceClassifier", "model"), ("cosine (tuned on train)", "cosine")]:
+        m = result[key]
+        cells = [fmt(m[k]) for k in ("f1", "roc_auc", "precision", "recall", "threshold")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    gain = 100 * (result["model"]["f1"] - result["cosine"]["f1"])
+    lines += ["", f"F1 gain over the cosine threshold: {gain:+.1f} points."]
+    return "\n".join(lines)

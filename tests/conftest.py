@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
+import json
 
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import pytest
 
-import json  # noqa: E402
+from flows.offline import use_offline_defaults
 
-import pytest  # noqa: E402
+use_offline_defaults()  # before any model loads; subprocesses of the tests inherit them
 
 
 @pytest.fixture(scope="session")

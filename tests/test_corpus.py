@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from embetter_core.corpus import Corpus, CorpusError, SkippedRow, read_corpus
+from embetter_core.corpus import Corpus, CorpusError, SkippedRow, read_corpus, read_table
+from embetter_core.errors import MissingColumnError
 
 SAMPLE = Path(__file__).resolve().parent.parent / "embetter_core" / "data" / "debian-sample.csv.gz"
 
@@ -229,6 +231,51 @@ def test_skip_invalid_with_nothing_left_raises(tmp_path):
     path = write(tmp_path / "c.csv", "id,text\n1,\n2,  \n")
     with pytest.raises(CorpusError, match="no valid rows: all 2 rows are invalid"):
         read_corpus(path, skip_invalid=True)
+
+
+# -- read_table: the same readers for other table files (pair files) ---------------------
+
+
+def test_read_table_gives_raw_columns_of_every_table_format(tmp_path):
+    body = 'a,b,n\n"x, y",NA,1.50\nz,,2\n'
+    expected = {"a": ["x, y", "z"], "b": ["NA", ""], "n": ["1.50", "2"]}
+    assert read_table(write(tmp_path / "t.csv", body), ["a", "b", "n"]) == expected
+    assert read_table(write_gz(tmp_path / "t.csv.gz", body), ["n", "a"]) == {
+        "n": ["1.50", "2"],
+        "a": ["x, y", "z"],
+    }
+    pq.write_table(pa.table({"a": ["x", None], "n": [1, 2]}), tmp_path / "t.parquet")
+    assert read_table(tmp_path / "t.parquet", ["a", "n"]) == {"a": ["x", None], "n": [1, 2]}
+    lines = '{"a": "x", "n": 1}\n\n{"n": true}\n'
+    for name in ("t.jsonl", "t.ndjson"):
+        assert read_table(write(tmp_path / name, lines), ["a", "n"]) == {
+            "a": ["x", None],
+            "n": [1, True],
+        }
+    assert read_table(write_gz(tmp_path / "t.jsonl.gz", lines), ["n"]) == {"n": [1, True]}
+
+
+def test_read_table_errors_name_the_file(tmp_path):
+    path = write(tmp_path / "t.csv", "a,b\n1,2\n")
+    with pytest.raises(MissingColumnError, match="t.csv: column 'c' not found.*'a', 'b'") as info:
+        read_table(path, ["a", "c"])
+    assert info.value.missing == ("c",) and info.value.columns == ("a", "b")
+    assert isinstance(info.value, CorpusError) and isinstance(info.value, ValueError)
+    copy = pickle.loads(pickle.dumps(info.value))  # survives a trip between processes
+    assert (copy.missing, copy.columns, str(copy)) == (("c",), ("a", "b"), str(info.value))
+    with pytest.raises(FileNotFoundError, match="file not found: .*nope.csv"):
+        read_table(tmp_path / "nope.csv", ["a"])
+    with pytest.raises(CorpusError, match="t.txt: a .txt file has no columns"):
+        read_table(write(tmp_path / "t.txt", "a\n"), ["a"])
+    with pytest.raises(CorpusError, match="is a folder"):
+        read_table(tmp_path, ["a"])
+    with pytest.raises(CorpusError, match="t.xlsx: unknown table format 't.xlsx'") as info:
+        read_table(write(tmp_path / "t.xlsx", "a\n"), ["a"])
+    assert ".txt" not in str(info.value) and "folder" not in str(info.value)
+    with pytest.raises(CorpusError, match="e.csv: the file is empty"):
+        read_table(write(tmp_path / "e.csv", ""), ["a"])
+    with pytest.raises(CorpusError, match="r.csv: cannot read it as CSV.*line 3"):
+        read_table(write(tmp_path / "r.csv", "a,b\n1,2\n3,4,5\n"), ["a"])
 
 
 def test_id_column_on_txt_and_folder_is_refused(tmp_path):

@@ -340,6 +340,60 @@ def test_frames_summary_and_pickle() -> None:
     same_report(again.rethreshold(0.9), report.rethreshold(0.9))
 
 
+# ----------------------------------------------------------------------------------------
+# candidates: the report decided again from what the search kept
+# ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["exact", "ann"])
+def test_report_from_its_candidates_equals_the_search(method: str) -> None:
+    X = planted(1500, seed=14)
+    ids = [f"c{i:04d}" for i in np.random.default_rng(0).permutation(len(X))]
+    report = find_duplicates(X, ids=ids, threshold=0.85, method=method, floor=0.7)
+    cand = report.candidates
+    assert len(cand) >= len(report.pairs) > 50
+    assert cand.floor == 0.7 and cand.scores.dtype == np.float32
+    assert np.all(cand.scores[:-1] >= cand.scores[1:]) and np.all(cand.scores >= 0.7)
+    assert np.all(cand.rank[cand.a] < cand.rank[cand.b])  # id_a sorts before id_b
+    head = len(report.pairs)
+    got = [(ids[a], ids[b]) for a, b in zip(cand.a[:head], cand.b[:head], strict=True)]
+    assert got == [(a, b) for a, b, _ in report.pairs]
+    assert (cand.recall is None) == (method == "exact")
+    if method == "ann":
+        assert cand.recall.estimate(0.85) == report.recall_estimate
+        assert len(cand.recall.rows) <= 500 and cand.recall.found.dtype == bool
+        assert cand.recall.weights.sum() == pytest.approx(1500)  # each stands for its stratum
+    for t in (0.85, 0.75):
+        rebuilt = DuplicateReport.from_candidates(
+            ids, cand, t, method=method, nearest=report.nearest, params=report.params
+        )
+        same_report(rebuilt, report.rethreshold(t))
+        assert rebuilt.recall_estimate == report.rethreshold(t).recall_estimate
+    with pytest.raises(DuplicateSearchError, match=r"floor=0\.7"):
+        DuplicateReport.from_candidates(ids, cand, 0.65)
+    with pytest.raises(ValueError, match="candidates.rank has 1500 rows but there are 2 ids"):
+        DuplicateReport.from_candidates(["x", "y"], cand, 0.9)
+
+
+def test_candidates_built_by_hand() -> None:
+    # c joins through b; the kept row follows rank (id order), not the input position
+    cand = dedupe.Candidates(
+        a=np.array([2, 1]),
+        b=np.array([1, 0]),
+        scores=np.array([0.98, 0.95], dtype=np.float32),
+        rank=np.array([2, 1, 0]),
+        floor=0.9,
+    )
+    report = DuplicateReport.from_candidates(["c", "b", "a"], cand, 0.9)
+    assert report.pairs == [("a", "b", 0.98), ("b", "c", 0.95)]
+    assert report.clusters == [["a", "b", "c"]]
+    assert report.removed["b"] == ("a", 0.98) and math.isnan(report.removed["c"][1])
+    assert report.recall_estimate == 1.0 and np.isnan(report.nearest).all()
+    assert report.keep_pairs([False, True]).clusters == [["b", "c"]]
+    with pytest.raises(ValueError, match="one entry per pair"):
+        dedupe.Candidates(
+            a=np.array([0]), b=np.array([1, 2]), scores=np.ones(1), rank=None, floor=1
+        )
+
+
 def test_ann_recall_estimate_without_a_sample_is_nan() -> None:
     X = planted(400, seed=12)
     report = find_duplicates(X, threshold=0.85, method="ann", recall_sample=0)

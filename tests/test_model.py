@@ -17,17 +17,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import FunctionTransformer
 
 from embetter_core import DifferenceClassifier, FingerprintMismatchError, SentenceEncoder, cached
-from embetter_core.model import (
-    FEATURES,
+from embetter_core.errors import CorpusError
+from embetter_core.evaluation import (
     cosine,
-    encoder_spec,
     evaluate_against_cosine,
     pair_metrics,
     read_pairs,
-    score_pairs,
     split_pairs,
     tune_threshold,
 )
+from embetter_core.model import FEATURES, score_pairs
+from embetter_core.spec import EncoderSpec
 
 SAMPLE = os.path.join(
     os.path.dirname(__file__), "..", "embetter_core", "data", "debian-sample.csv.gz"
@@ -84,7 +84,7 @@ def test_seed_example_runs_verbatim():
     mod.predict_proba(X1=texts1, X2=texts2)
     mod.clf_head  # noqa: B018  (verbatim from the seed)
 
-    assert mod.clf_head is None  # the parameter, untouched by fit
+    assert mod.clf_head is mod.clf_head_  # the seed's contract: the fitted head
     assert isinstance(mod.clf_head_, LogisticRegression)
     assert mod.clf_head_.get_params()["class_weight"] == "balanced"
     assert list(mod.classes_) == [0, 1]
@@ -93,6 +93,66 @@ def test_seed_example_runs_verbatim():
     assert proba.shape == (3, 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert proba[2, 1] > proba[0, 1] and proba[2, 1] > proba[1, 1]
+
+
+def test_seed_clf_head_saved_separately_with_joblib(tmp_path):
+    """The seed documentation: "The classifier head is a scikit-learn model, which you could
+    save separately if you like. The model can be accessed via: `mod.clf_head`"."""
+    import joblib
+
+    mod = DifferenceClassifier(enc=SentenceEncoder())
+    texts1 = ["hello", "firehydrant", "greetings"]
+    texts2 = ["no", "yes", "greeting"]
+    mod.fit(X1=texts1, X2=texts2, y=[0, 0, 1])
+    joblib.dump(mod.clf_head, tmp_path / "head.joblib")
+    head = joblib.load(tmp_path / "head.joblib")
+
+    assert isinstance(head, LogisticRegression) and head.get_params()["class_weight"] == "balanced"
+    feats = mod.pair_features(*mod.pair_vectors(texts1, texts2))
+    assert feats.shape == (3, 2 * 384)
+    np.testing.assert_array_equal(
+        head.predict_proba(feats), mod.predict_proba(X1=texts1, X2=texts2)
+    )
+    np.testing.assert_array_equal(head.coef_, mod.clf_head_.coef_)
+
+
+def test_clf_head_contract(sentence_encoder, pairs, fitted):
+    """clf_head is None until fit, then the fitted head; clone, params and pickle keep working."""
+    one, two = DifferenceClassifier(sentence_encoder), DifferenceClassifier(sentence_encoder)
+    assert one.clf_head is None and two.clf_head is None
+    few = pairs.iloc[[0, 1, 2, -3, -2, -1]]
+    one.fit(few["a"], few["b"], few["label"])
+    two.fit(few["a"][::-1], few["b"][::-1], 1 - few["label"][::-1])
+    assert one.clf_head is not two.clf_head  # two models never share a head
+    assert one.clf_head.coef_.shape == two.clf_head.coef_.shape == (1, 768)
+    assert not np.array_equal(one.clf_head.coef_, two.clf_head.coef_)
+    kept, coef = one.clf_head, one.clf_head.coef_.copy()
+    one.fit(few["a"], few["b"], 1 - few["label"])  # a refit starts from a fresh clone
+    assert one.clf_head is not kept and np.array_equal(kept.coef_, coef)
+
+    params = fitted.get_params()
+    assert params["clf_head"] is fitted.clf_head_
+    assert params["clf_head__class_weight"] == "balanced" and params["clf_head__max_iter"] == 1000
+
+    twin = clone(fitted)  # the head cloned too: an unfitted copy with the same settings
+    assert twin.clf_head is not fitted.clf_head and not hasattr(twin.clf_head, "coef_")
+    assert twin.clf_head.get_params() == fitted.clf_head.get_params()
+    assert not hasattr(twin, "clf_head_")
+    twin.set_params(clf_head__C=0.25, features=("absdiff",))
+    assert twin.clf_head.C == 0.25 and fitted.clf_head.C == 1.0
+    twin.fit(few["a"], few["b"], few["label"])
+    assert twin.clf_head is twin.clf_head_ and twin.clf_head.C == 0.25
+    assert twin.clf_head.coef_.shape == (1, 384)
+
+    before = fitted.clf_head.coef_.copy()
+    refit = clone(twin).set_params(clf_head=LogisticRegression(C=2.0))
+    refit.fit(few["a"], few["b"], few["label"])
+    assert refit.clf_head.C == 2.0 and refit.get_params()["clf_head__C"] == 2.0
+    np.testing.assert_array_equal(fitted.clf_head.coef_, before)  # others untouched
+
+    again = pickle.loads(pickle.dumps(fitted))
+    assert again.clf_head is again.clf_head_  # one object, also after pickling
+    np.testing.assert_array_equal(again.clf_head.coef_, fitted.clf_head.coef_)
 
 
 def test_fit_learns_real_pairs(fitted, pairs):
@@ -111,7 +171,7 @@ def test_clone_and_custom_head_not_modified(sentence_encoder, pairs, fitted):
     assert twin.clf_head is not head and twin.clf_head.C == 0.5
     mod.fit(pairs["a"], pairs["b"], pairs["label"])
     assert not hasattr(head, "coef_")  # the given head is cloned, never fitted in place
-    assert mod.clf_head is head and mod.clf_head_.C == 0.5
+    assert mod.clf_head is mod.clf_head_ and mod.clf_head is not head and mod.clf_head_.C == 0.5
     assert mod.clf_head_.coef_.shape == (1, 384)
 
     unfitted = clone(fitted)
@@ -198,7 +258,7 @@ def test_save_load_round_trip(tmp_path, fitted, pairs, sentence_encoder):
 
 def test_saved_cached_model_stores_the_bare_encoder(tmp_path, sentence_encoder, pairs):
     enc = cached(tmp_path / "cache", sentence_encoder)
-    assert encoder_spec(enc) == encoder_spec(sentence_encoder)
+    assert EncoderSpec.from_encoder(enc) == EncoderSpec.from_encoder(sentence_encoder)
     few = pairs.iloc[[0, 1, -2, -1]]
     mod = DifferenceClassifier(enc).fit(few["a"], few["b"], few["label"])
     mod.save(tmp_path / "m.skops")
@@ -227,6 +287,46 @@ def test_load_refuses_untrusted_types(tmp_path):
         DifferenceClassifier.load(junk)
     with pytest.raises(FileNotFoundError, match="no model file"):
         DifferenceClassifier.load(tmp_path / "missing.skops")
+
+
+def test_save_is_atomic(tmp_path, fitted, pairs, monkeypatch):
+    """A save that fails or dies mid-write leaves the previous file whole and no temp files."""
+    path = tmp_path / "model.skops"
+    fitted.save(path)
+    good = path.read_bytes()
+
+    broken = pickle.loads(pickle.dumps(fitted))
+    broken.clf_head_.unsaveable_ = (i for i in range(3))  # skops cannot write a generator
+    with pytest.raises(TypeError, match="generator"):
+        broken.save(path)
+    assert path.read_bytes() == good and os.listdir(tmp_path) == ["model.skops"]
+
+    real_dump = skops.io.dump
+
+    def dies_half_way(obj, file, **kwargs):  # a process killed while the zip is written
+        real_dump(obj, file, **kwargs)
+        with open(file, "r+b") as handle:
+            handle.truncate(100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(skops.io, "dump", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        fitted.save(path)
+    assert path.read_bytes() == good and os.listdir(tmp_path) == ["model.skops"]
+    monkeypatch.undo()
+
+    # A file from before clf_head was the fitted head (it stored the parameter, None).
+    payload = skops.io.load(path, trusted=skops.io.get_untrusted_types(file=str(path)))
+    skops.io.dump({**payload, "clf_head": None}, str(tmp_path / "old.skops"))
+    old = DifferenceClassifier.load(tmp_path / "old.skops", enc=fitted.enc)
+    assert old.clf_head is old.clf_head_ and old.get_params()["clf_head__max_iter"] == 1000
+
+    fitted.save(tmp_path / "new" / "model.skops")  # folders are created
+    again = DifferenceClassifier.load(tmp_path / "new" / "model.skops", enc=fitted.enc)
+    assert again.clf_head is again.clf_head_
+    np.testing.assert_array_equal(
+        again.predict_proba(pairs["a"], pairs["b"]), fitted.predict_proba(pairs["a"], pairs["b"])
+    )
 
 
 # -- item 5: bad input -----------------------------------------------------------------------
@@ -322,3 +422,42 @@ def test_read_pairs_errors(tmp_path):
     jsonl = tmp_path / "p.jsonl"
     jsonl.write_text('{"x": "a", "y": "b", "same": 1}\n{"x": "c", "y": "d", "same": 0}\n')
     assert read_pairs(jsonl, "x", "y", "same")["a"].tolist() == ["a", "c"]
+
+
+def test_read_pairs_uses_the_corpus_readers(tmp_path):
+    """Pair files go through corpus.read_table: same formats (.csv.gz too), same NA rules."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    body = "x,y,same,src\nNA,null,1,g1\nred car,blue sky,FALSE,g2\n"
+    with gzip.open(tmp_path / "p.csv.gz", "wt") as handle:
+        handle.write(body)
+    out = read_pairs(tmp_path / "p.csv.gz", "x", "y", "same", group="src")
+    assert out.to_dict("list") == {
+        "a": ["NA", "red car"],  # "NA" and "null" are texts, as in read_corpus
+        "b": ["null", "blue sky"],
+        "label": [1, 0],
+        "group": ["g1", "g2"],
+    }
+    table = pa.table({"x": ["a", "b"], "y": ["c", None], "same": [True, False]})
+    pq.write_table(table, tmp_path / "p.parquet")
+    with pytest.raises(ValueError, match=r"p.parquet': row 2 has no value in 'y'"):
+        read_pairs(tmp_path / "p.parquet", "x", "y", "same")
+    pq.write_table(table.drop_null(), tmp_path / "p.parquet")
+    assert read_pairs(tmp_path / "p.parquet", "x", "y", "same")["label"].tolist() == [1]
+    (tmp_path / "m.jsonl").write_text('{"x": "a", "y": "b", "same": 1}\n{"x": "c", "same": 0}\n')
+    with pytest.raises(ValueError, match=r"m.jsonl': row 2 has no value in 'y'"):
+        read_pairs(tmp_path / "m.jsonl", "x", "y", "same")
+    (tmp_path / "w.csv").write_text("x,y,same\na,b,1\n  ,d,0\n")
+    with pytest.raises(ValueError, match=r"w.csv': row 2 has no value in 'x'"):
+        read_pairs(tmp_path / "w.csv", "x", "y", "same")  # blank, as read_corpus sees it
+    (tmp_path / "p.tsv").write_text("x\ty\tsame\na\tb\t1\n")
+    with pytest.raises(CorpusError, match=r"p.tsv: unknown table format 'p.tsv'; .*\.csv\.gz"):
+        read_pairs(tmp_path / "p.tsv", "x", "y", "same")
+    (tmp_path / "r.csv").write_text("x,y,same\na,b,1\na,b,0,extra\n")
+    with pytest.raises(CorpusError, match="r.csv: cannot read it as CSV.*line 3"):
+        read_pairs(tmp_path / "r.csv", "x", "y", "same")
+    with pytest.raises(FileNotFoundError, match="pair file .*nope.csv' does not exist"):
+        read_pairs(tmp_path / "nope.csv", "x", "y", "same")

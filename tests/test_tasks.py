@@ -52,3 +52,48 @@ def test_cached_encoder_is_built_once_per_spec_and_folder(tmp_path):
     assert cached_encoder(EncoderSpec(batch_size=8), str(tmp_path / "a")) is first
     assert cached_encoder(spec, str(tmp_path / "b")) is not first
     assert first.encoder.batch_size == 8
+
+
+def test_fit_model_builds_its_encoder_from_a_spec(tmp_path, sentence_encoder):
+    import pandas as pd
+
+    from embetter_core.cache import CachedEncoder
+    from tasks.train import fit_model
+
+    frame = pd.DataFrame(
+        {
+            "a": ["a cat", "a dog", "red car", "blue sky"],
+            "b": ["the cat", "a cat", "red car!", "green tea"],
+            "label": [1, 0, 1, 0],
+        }
+    )
+    spec = EncoderSpec(batch_size=2)
+    model = fit_model.fn(frame, np.arange(4), spec, ["absdiff", "product"], str(tmp_path))
+    assert isinstance(model.enc, CachedEncoder) and model.enc.encoder.batch_size == 2
+    assert model.features == ("absdiff", "product")
+    assert (tmp_path / "cache.db").exists()  # the texts went through the cache
+    assert model.enc.fingerprint() == sentence_encoder.fingerprint()
+    plain = fit_model.fn(frame, np.arange(4), spec, ["absdiff"])
+    assert not isinstance(plain.enc, CachedEncoder)
+    np.testing.assert_allclose(
+        plain.enc.transform(["a cat"]), sentence_encoder.transform(["a cat"]), atol=1e-5
+    )
+
+
+def test_report_bookkeeping(tmp_path):
+    from embetter_core.corpus import Corpus
+    from embetter_core.dedupe import find_duplicates
+    from tasks.report import run_facts, texts_in_report
+
+    corpus = Corpus.from_texts(
+        ["one", "", "two", "one again"], ["a", "b", "c", "d"], skip_invalid=True
+    )
+    vectors = np.array([[1, 0], [0, 1], [1, 0.01]], dtype=np.float32)
+    report = find_duplicates(vectors, ids=corpus.ids, threshold=0.9)
+    assert texts_in_report(report, corpus) == {"a": "one", "d": "one again"}
+    facts = run_facts(corpus, tmp_path / "s.h5", {"hits": 1, "misses": 2}, "fp")
+    assert facts["rows"] == 3 and facts["skipped rows"] == 1 and "first skipped" in facts
+    assert facts["cache hits / misses"] == "1 / 2" and facts["encoder"] == "fp"
+    assert "difference model" not in facts
+    scored = run_facts(corpus, tmp_path / "s.h5", {"hits": 0, "misses": 0}, "fp", "m.skops", 0.5)
+    assert (scored["difference model"], scored["min probability"]) == ("m.skops", 0.5)

