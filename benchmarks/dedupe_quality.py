@@ -6,9 +6,13 @@ pair precision / recall / F1 at thresholds 0.70-0.95 (pairs found once by exact 
 then ``rethreshold``), the recall averaged per source, and the per-row decision: how many
 rows dedupe would remove, the share of those that have the kept row's source (removal
 precision), and that count over the rows - sources that could rightly be removed (removal
-recall). Also the number of exact-text duplicates, and ann's recall against exact here.
+recall). The per-row decision is scored twice: "components" removes every cluster member
+but the first (the connected-component rule, before issue 13), "no chain" removes a row only
+for a kept row it directly duplicates (the rule ``find_duplicates`` applies now).
+Also the number of exact-text duplicates, and ann's recall against exact here.
 ``--embed-only`` fills the cache and stops; ``--sources N`` runs on a random sample of N
-whole sources.
+whole sources; ``--sample ROWS`` on ``benchmarks.data.make_sample(rows=ROWS, seed=3)`` (whole
+sources, about half of the rows from sources with several packages).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from benchmarks.data import ROOT, load_debian
+from benchmarks.data import ROOT, load_debian, make_sample
 from embetter_core.dedupe import DuplicateReport, find_duplicates
 
 CACHE = ROOT / "out" / "cache" / "debian-minilm"
@@ -52,7 +56,9 @@ def embed_corpus(texts: list[str], chunk: int = 2000, reverse: bool = True) -> n
     return np.concatenate([parts[s] for s in sorted(parts)])
 
 
-THRESHOLDS = [0.70, 0.75, 0.80, 0.825, 0.85, 0.875, 0.90, 0.925, 0.95]
+#: The coarse grid, and steps of 0.01 around the best per-row decision.
+FINE = [round(0.78 + k / 100, 2) for k in range(11)]  # 0.78 ... 0.88
+THRESHOLDS = [0.70, 0.75, *FINE, 0.90, 0.925, 0.95]
 
 
 def exact_text_duplicates(frame: pd.DataFrame) -> dict[str, int]:
@@ -67,9 +73,26 @@ def exact_text_duplicates(frame: pd.DataFrame) -> dict[str, int]:
     }
 
 
-def score(report: DuplicateReport, source: np.ndarray, positives: int) -> dict[str, float]:
+def component_removals(report: DuplicateReport) -> dict[int, tuple[int, float]]:
+    """The removal rule before issue 13: every cluster member but the first in keep order,
+    each pointing at that first row (a chain ``a ~ b ~ c`` removes ``c`` for ``a``)."""
+    place = dict(zip(report.ids, report.keep_rank.tolist(), strict=True))
+    removed = {}
+    for members in report.clusters:
+        kept = min(members, key=place.__getitem__)
+        removed.update((m, (kept, float("nan"))) for m in members if m != kept)
+    return removed
+
+
+def score(
+    report: DuplicateReport,
+    source: np.ndarray,
+    positives: int,
+    removals: dict[int, tuple[int, float]] | None = None,
+) -> dict[str, float]:
     """Pair precision / recall / F1 against same-source pairs, the recall averaged over
-    sources (each multi-package source counts once), and the removal precision."""
+    sources (each multi-package source counts once), and the removal precision / recall /
+    F1 of ``removals`` (default: the report's own)."""
     a = np.fromiter((p[0] for p in report.pairs), dtype=np.int64, count=len(report.pairs))
     b = np.fromiter((p[1] for p in report.pairs), dtype=np.int64, count=len(report.pairs))
     same = source[a] == source[b]
@@ -82,8 +105,9 @@ def score(report: DuplicateReport, source: np.ndarray, positives: int) -> dict[s
     precision = tp / len(a) if len(a) else float("nan")
     recall = tp / positives
     f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
-    removed = np.fromiter(report.removed, dtype=np.int64, count=len(report.removed))
-    kept = np.fromiter((v[0] for v in report.removed.values()), dtype=np.int64)
+    removals = report.removed if removals is None else removals
+    removed = np.fromiter(removals, dtype=np.int64, count=len(removals))
+    kept = np.fromiter((v[0] for v in removals.values()), dtype=np.int64, count=len(removals))
     # the per-row decision: a removed row is right when it shares the kept row's source;
     # at most (rows - sources) rows can be removed rightly
     same_kept = source[removed] == source[kept]
@@ -111,9 +135,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embed-only", action="store_true", help="fill the cache and stop")
     parser.add_argument("--sources", type=int, default=None, help="sample this many sources")
+    parser.add_argument(
+        "--sample", type=int, default=None, help="use make_sample(rows=SAMPLE, seed=3)"
+    )
     args = parser.parse_args(argv)
     print(f"python -m benchmarks.dedupe_quality {' '.join(sys.argv[1:])}", flush=True)
-    frame = load_debian()
+    frame = make_sample(rows=args.sample, seed=3) if args.sample else load_debian()
     if args.sources:
         rng = np.random.default_rng(0)
         chosen = rng.choice(frame["source"].unique(), size=args.sources, replace=False)
@@ -139,7 +166,16 @@ def main(argv: list[str] | None = None) -> None:
     elapsed = time.perf_counter() - t0
     print(f"find_duplicates exact at {min(THRESHOLDS)}: {elapsed:.1f} s", flush=True)
     source = frame["source"].to_numpy()
-    rows = [score(report.rethreshold(t), source, positives) for t in THRESHOLDS]
+    rows, before = [], []
+    decide = 0.0
+    for t in THRESHOLDS:
+        t0 = time.perf_counter()
+        at = report.rethreshold(t)
+        decide += time.perf_counter() - t0
+        rows.append(score(at, source, positives))
+        before.append(score(at, source, positives, component_removals(at)))
+    print(f"rethreshold (pairs, clusters, no-chain removals) at {len(THRESHOLDS)} thresholds: "
+          f"{decide:.1f} s")  # fmt: skip
     print()
     print(
         "| threshold | pairs | precision | recall | F1 | recall per source | rows removed "
@@ -153,14 +189,36 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['removed']:,} | {r['removed_same_source']:.3f} | {r['removal_recall']:.3f} | "
             f"{r['removal_f1']:.3f} |"
         )
-    in_range = [r for r in rows if r["threshold"] >= 0.80]
-    for key, name in (
-        ("f1", "pair F1"),
-        ("precision", "pair precision"),
-        ("removal_f1", "removal F1"),
-    ):
-        best = max(in_range, key=lambda r, k=key: r[k])
-        print(f"best {name} in 0.80-0.95: {best[key]:.4f} at threshold {best['threshold']:.3f}")
+    print()
+    print("Removal, before (connected components) and after (no chain):")
+    print()
+    print(
+        "| threshold | removed before | after | precision before | after | recall before "
+        "| after | F1 before | after |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for b, r in zip(before, rows, strict=True):
+        print(
+            f"| {r['threshold']:.3f} | {b['removed']:,} | {r['removed']:,} | "
+            f"{b['removed_same_source']:.3f} | {r['removed_same_source']:.3f} | "
+            f"{b['removal_recall']:.3f} | {r['removal_recall']:.3f} | "
+            f"{b['removal_f1']:.3f} | {r['removal_f1']:.3f} |"
+        )
+    print()
+    for table, label in ((rows, ""), (before, " (connected components)")):
+        in_range = [r for r in table if r["threshold"] >= 0.80]
+        for key, name in (
+            ("f1", "pair F1"),
+            ("precision", "pair precision"),
+            ("removal_f1", "removal F1"),
+        ):
+            if label and key != "removal_f1":
+                continue
+            best = max(in_range, key=lambda r, k=key: r[k])
+            print(
+                f"best {name}{label} in 0.80-0.95: {best[key]:.4f} at threshold "
+                f"{best['threshold']:.3f}"
+            )
     t0 = time.perf_counter()
     ann = find_duplicates(vectors, threshold=min(THRESHOLDS), floor=min(THRESHOLDS), method="ann")
     elapsed_ann = time.perf_counter() - t0

@@ -154,8 +154,8 @@ def image_files(folder: str, n: int) -> list[str]:
 
 def check_images(args: argparse.Namespace, cuda: bool, device: str) -> dict[str, float]:
     from embetter_core import ClipEncoder
-    from embetter_core.vision import _image_workers
     from embetter_core._device import host_threads
+    from embetter_core.vision import _image_workers
 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = clip_checkpoint(tmp, args.clip_model)
@@ -181,16 +181,21 @@ def check_images(args: argparse.Namespace, cuda: bool, device: str) -> dict[str,
         old_vecs, old_s = timed(today, cuda)
         new_vecs, new_s = timed(parallel, cuda)
     old_rate, new_rate = len(paths) / old_s, len(paths) / new_s
+    difference = float(np.max(np.abs(new_vecs - old_vecs)))
     print(
         f"ClipEncoder {args.clip_model}, {len(paths)} JPEG files 256x256, batch "
         f"{args.image_batch_size}:\n"
         f"  today's path (one thread decodes): {old_rate:8.1f} images/s\n"
-        f"  thread pool ({workers} workers)    : {new_rate:8.1f} images/s "
+        f"  thread pool ({workers:2d} workers)     : {new_rate:8.1f} images/s "
         f"({new_rate / old_rate:.2f}x); largest |difference| "
-        f"{float(np.max(np.abs(new_vecs - old_vecs))):.1e}",
+        f"{difference:.1e}",
         flush=True,
     )
-    return {"old_images_per_s": old_rate, "images_per_s": new_rate}
+    return {
+        "old_images_per_s": old_rate,
+        "images_per_s": new_rate,
+        "image_max_difference": difference,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

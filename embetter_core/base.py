@@ -12,6 +12,7 @@ import inspect
 import json
 import math
 import os
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -47,6 +48,8 @@ class EmbeddingEncoder(TransformerMixin, BaseEstimator):
     }
     #: pip packages a Modal container needs to run this encoder (pinned to the local versions).
     remote_packages: ClassVar[tuple[str, ...]] = ()
+    #: what ``transform`` encodes: ``"text"``, and ``"image"`` for an encoder that reads images.
+    modalities: ClassVar[tuple[str, ...]] = ("text",)
 
     def fit(self, X: Any = None, y: Any = None) -> EmbeddingEncoder:  # noqa: N803
         """Do nothing: encoders are pretrained. Returns ``self``."""
@@ -75,6 +78,18 @@ class EmbeddingEncoder(TransformerMixin, BaseEstimator):
     def validate_input(self, X: Any) -> list[Any]:  # noqa: N803
         """Check the input and return it as a list; text encoders take strings only."""
         return check_texts(X)
+
+    @classmethod
+    def text_items(cls, texts: Sequence[str]) -> list[Any]:
+        """``texts`` as items that ``transform`` encodes as texts, whatever they look like.
+
+        A text encoder takes the strings as they are; an encoder that also reads image files
+        from strings (``ClipEncoder``) marks them, so ``"cat.png"`` stays a text.
+
+        >>> EmbeddingEncoder.text_items(["cat.png"])
+        ['cat.png']
+        """
+        return list(texts)
 
     # -- how an EncoderSpec describes this encoder (embetter_core.spec) ------------------------
     def spec_params(self) -> dict[str, Any]:
@@ -203,15 +218,24 @@ def _is_missing(item: Any) -> bool:
 def check_texts(X: Any) -> list[str]:  # noqa: N803
     """Validate text input and return it as a list of ``str``.
 
-    Accepts a list, tuple, pandas Series or 1-D array of strings. ``None``, NaN and
-    non-strings raise ``ValueError`` naming the first bad position; ``""`` is a valid text.
+    Accepts a list, tuple, pandas Series or 1-D array of strings. ``None``, NaN, non-strings
+    and strings that cannot be written as UTF-8 (a lone surrogate such as ``"\\ud800"``, which
+    JSON allows) raise ``ValueError`` naming the first bad position.
 
-    >>> check_texts(["a", ""])
-    ['a', '']
+    ``""`` is a valid text for an encoder, and so is a blank one (see :func:`is_blank_text`):
+    it encodes to the same vector as ``""``. A corpus refuses both at ingest
+    (:func:`embetter_core.corpus.read_corpus`), where they would all be duplicates.
+
+    >>> check_texts(["a", "", "\\u200b"])
+    ['a', '', '\\u200b']
     >>> check_texts(["a", None])
     Traceback (most recent call last):
     ...
     ValueError: text input at position 1 is None; expected a string
+    >>> check_texts(["ok", "bad \\ud800"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: text input at position 1 cannot be written as UTF-8: lone surrogate ...
     """
     if isinstance(X, str):
         raise ValueError("expected a sequence of strings, got a single string; wrap it in a list")
@@ -220,10 +244,51 @@ def check_texts(X: Any) -> list[str]:  # noqa: N803
     values = X.tolist() if hasattr(X, "tolist") else list(_as_iterable(X))
     for pos, item in enumerate(values):
         if isinstance(item, str):
-            continue
+            if item.isascii() or (problem := utf8_problem(item)) is None:
+                continue
+            raise ValueError(f"text input at position {pos} cannot be written as UTF-8: {problem}")
         what = "None" if item is None else "NaN" if _is_missing(item) else type(item).__name__
         raise ValueError(f"text input at position {pos} is {what}; expected a string")
     return values
+
+
+def utf8_problem(text: str) -> str | None:
+    """Why ``text`` cannot be encoded as UTF-8 (it holds a lone surrogate), else ``None``.
+
+    Such strings come from JSON (``"\\ud800"``) or ``surrogateescape`` decoding; caches,
+    HDF5 stores and CSV reports cannot write them.
+
+    >>> utf8_problem("caf\\u00e9") is None
+    True
+    >>> print(utf8_problem("x\\udc80"))
+    lone surrogate '\\udc80' at character 1
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"lone surrogate {text[err.start]!r} at character {err.start}"
+    return None
+
+
+def is_blank_text(text: str) -> bool:
+    """True when ``text`` shows nothing: empty, or only whitespace and invisible characters
+    (controls such as NUL, and format characters such as U+200B zero-width space, U+FEFF
+    byte-order mark, U+00AD soft hyphen, U+2060 word joiner). Encoders see such a text as
+    ``""``: they all get the same vector.
+
+    >>> [is_blank_text(t) for t in ["", " \\n", "\\x00", "\\u200b\\ufeff", "a\\u200b", "\\u00e9"]]
+    [True, True, True, True, False, False]
+    """
+    if text.isprintable():  # nothing invisible but ASCII spaces: the common case, in C
+        return not text or text.isspace()
+    if text[0].isprintable() and not text[0].isspace():  # starts visibly: multi-line texts
+        return False
+    return all(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in text)
+
+
+# Unicode categories that render as nothing: controls (NUL, ...) and format characters
+# (U+200B, U+FEFF, ...). Whitespace (Zs / Zl / Zp) is caught by str.isspace.
+_INVISIBLE = frozenset({"Cc", "Cf"})
 
 
 def _as_iterable(X: Any) -> Iterable[Any]:  # noqa: N803

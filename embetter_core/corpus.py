@@ -6,10 +6,13 @@ and a folder of images (jpg, jpeg, png, webp, bmp, gif, tif, tiff; searched recu
 
 Rows are numbered from 0 in file order (a CSV header and blank CSV or JSONL lines are not
 rows; in a ``.txt`` file every line is one, so a blank line is an empty text). Ids come from
-``id_column`` (as ``str``) or, without one, from the row number. Invalid rows (missing or
-empty text, missing or duplicate id, unreadable image) raise one ``ValueError`` naming them,
-or with ``skip_invalid=True`` are dropped and listed in ``Corpus.skipped``; the first row of a
-duplicated id is the one kept.
+``id_column`` (as ``str``) or, without one, from the row number. Invalid rows raise one
+``ValueError`` naming them, or with ``skip_invalid=True`` are dropped and listed in
+``Corpus.skipped``; the first row of a duplicated id is the one kept. Invalid are: a missing
+or empty text (also one of only whitespace or invisible characters such as NUL, U+200B,
+U+FEFF: every encoder sees it as ``""``), a text or id that cannot be written as UTF-8 (a lone
+surrogate, which JSON allows), a missing or duplicate id, and an image the encoder could not
+read: undecodable, cut short, or above ``embetter_core.vision.MAX_IMAGE_PIXELS``.
 
 :func:`read_table` gives other callers (pair files, for one) the same table readers: the
 named columns of a CSV / Parquet / JSONL file, unvalidated.
@@ -187,7 +190,8 @@ def read_corpus(
         id_column: the id column; ``None`` numbers the rows ``"0"``, ``"1"``, ...
         skip_invalid: drop invalid rows and list them in ``Corpus.skipped`` instead of
             raising ``ValueError``.
-        check_images: open each image with Pillow's ``verify()``; a file that fails is an
+        check_images: decode each image as the encoder will (``vision.check_image``: size
+            limit, ``verify()``, a full decode, on a few threads); a file that fails is an
             invalid row. Hidden files and folders (names starting with ``.``) are ignored.
 
     In CSV files every cell is read as a string: an empty cell is an empty (invalid) text,
@@ -205,7 +209,7 @@ def read_corpus(
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"corpus not found: {p}")
-    if p.is_dir():
+    if corpus_kind(p) == "image":
         if id_column is not None:
             raise CorpusError(f"{p}: an image folder has no columns; its ids are the file paths")
         return _read_image_folder(p, skip_invalid, check_images)
@@ -219,6 +223,18 @@ def read_corpus(
     columns = _read_columns(p, fmt, gzipped, wanted)
     ids = None if id_column is None else columns[id_column]
     return _validated(ids, columns[text_column], str(p), skip_invalid)
+
+
+def corpus_kind(path: str | os.PathLike[str]) -> Literal["text", "image"]:
+    """The kind of :class:`Corpus` :func:`read_corpus` makes of ``path``: a folder is an image
+    corpus, a file a text corpus. Decided here only, so a caller can check the encoder
+    before reading anything.
+
+    >>> import tempfile
+    >>> corpus_kind(tempfile.mkdtemp()), corpus_kind("texts.csv")
+    ('image', 'text')
+    """
+    return "image" if Path(path).is_dir() else "text"
 
 
 def read_table(path: str | os.PathLike[str], columns: Sequence[str]) -> dict[str, list[Any]]:
@@ -426,14 +442,31 @@ def _list_images(folder: Path) -> tuple[list[Path], int]:
 
 
 def _image_problem(path: Path) -> str | None:
-    from PIL import Image
+    """Why the encoder could not read this image (decoded in full, as it will be), or None."""
+    from embetter_core.errors import ImageTooLargeError
+    from embetter_core.vision import MAX_IMAGE_PIXELS, _size_text, check_image
 
     try:
-        with Image.open(path) as image:
-            image.verify()
+        check_image(path)
+    except ImageTooLargeError as err:
+        size = _size_text(err.size, err.__cause__)
+        return f"image too large ({size}; the limit is {MAX_IMAGE_PIXELS:,} pixels)"
     except Exception as err:  # Pillow raises many types (OSError, SyntaxError, ...)
-        return f"unreadable image: {type(err).__name__}: {_describe(err)}"
+        cause = err.__cause__ or err
+        return f"unreadable image: {type(cause).__name__}: {_describe(cause)}"
     return None
+
+
+def _image_problems(files: list[Path]) -> list[str | None]:
+    """:func:`_image_problem` of each file, decoded on a few threads (Pillow decodes without
+    the GIL); each thread holds at most one decoded image."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = min(8, os.cpu_count() or 1, len(files))
+    if workers <= 1:
+        return [_image_problem(f) for f in files]
+    with ThreadPoolExecutor(workers, thread_name_prefix="embetter-ingest") as pool:
+        return list(pool.map(_image_problem, files))
 
 
 def _read_image_folder(folder: Path, skip_invalid: bool, check_images: bool) -> Corpus:
@@ -443,10 +476,10 @@ def _read_image_folder(folder: Path, skip_invalid: bool, check_images: bool) -> 
             f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder or below "
             f"({others} other files)"
         )
+    reasons = _image_problems(files) if check_images else [None] * len(files)
     ids, items, problems = [], [], []
-    for row, file in enumerate(files):
+    for row, (file, reason) in enumerate(zip(files, reasons, strict=True)):
         id_ = file.relative_to(folder).as_posix()
-        reason = _image_problem(file) if check_images else None
         if reason is not None:
             problems.append(SkippedRow(row, id_, reason))
             continue
@@ -468,9 +501,31 @@ def _as_id(value: Any) -> str | None:
     return _as_id(str(value))
 
 
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _id_problem(id_: str) -> str | None:
+    from embetter_core.base import utf8_problem
+
+    return utf8_problem(id_)
+
+
 def _text_problem(text: Any) -> str | None:
+    # base imports scikit-learn; corpus stays light until a row needs the full checks.
+    from embetter_core.base import is_blank_text, utf8_problem
+
     if isinstance(text, str):
-        return None if text and not text.isspace() else "empty text"
+        if not text or text.isspace():
+            return "empty text"
+        if is_blank_text(text):
+            return "empty text (only invisible characters such as NUL, U+200B, U+FEFF)"
+        problem = None if text.isascii() else utf8_problem(text)
+        return None if problem is None else f"text cannot be written as UTF-8: {problem}"
     if text is None:
         return "missing text"
     if isinstance(text, float) and math.isnan(text):
@@ -484,25 +539,35 @@ def _validated(
     ids = [str(i) for i in range(len(texts))] if raw_ids is None else [_as_id(v) for v in raw_ids]
     first_row: dict[str, int] = {}
     problems: list[SkippedRow] = []
+    is_blank = None
     for row, (id_, text) in enumerate(zip(ids, texts, strict=True)):
-        # The common case in one test: a new id and a non-blank string.
-        if (
-            type(text) is str
-            and text
-            and not text.isspace()
-            and id_ is not None
-            and id_ not in first_row
-        ):
+        # The common case, in C: a new ASCII id and a printable non-blank string (printable:
+        # no invisible characters but spaces, and no lone surrogates).
+        if type(text) is str and id_ is not None and id_.isascii() and id_ not in first_row:
+            if text.isprintable():
+                if text and not text.isspace():
+                    first_row[id_] = row
+                    continue
+            else:  # line breaks, tabs, or invisible characters, lone surrogates
+                if is_blank is None:
+                    from embetter_core.base import is_blank_text as is_blank
+                if not is_blank(text) and (text.isascii() or _encodes(text)):
+                    first_row[id_] = row
+                    continue
+        text_reason = _text_problem(text)
+        id_reason = None if id_ is None or id_.isascii() else _id_problem(id_)
+        if text_reason is None and id_reason is None and id_ is not None and id_ not in first_row:
             first_row[id_] = row
             continue
         reasons = []
         if id_ is None:
             reasons.append("missing id")
+        elif id_reason is not None:
+            reasons.append(f"id cannot be written as UTF-8: {id_reason}")
         elif id_ in first_row:
             reasons.append(f"duplicate id (first at row {first_row[id_]})")
         else:
             first_row[id_] = row
-        text_reason = _text_problem(text)
         if text_reason is not None:
             reasons.append(text_reason)
         problems.append(SkippedRow(row, id_, "; ".join(reasons)))
@@ -523,8 +588,9 @@ def _raise_or_keep(
     if problems and not skip_invalid:
         raise CorpusError(
             f"{source}: {len(problems)} invalid row(s) of {total} (rows numbered from 0, "
-            f"header excluded): {_list_problems(problems)}. Fix them, or pass "
-            "skip_invalid=True to drop them (they are then listed in Corpus.skipped)."
+            f"header excluded): {_list_problems(problems)}. Fix them, or drop them with "
+            "--skip-invalid on the command line (skip_invalid=True in Python); dropped rows "
+            "are listed in the report (Corpus.skipped)."
         )
     if kept == 0:
         raise CorpusError(

@@ -1,8 +1,12 @@
 """Near-duplicate search over embeddings, and the :class:`DuplicateReport` it returns.
 
 ``find_duplicates(embeddings, ids, threshold)`` finds every pair of rows whose cosine
-similarity is at least ``threshold``, groups them into clusters (connected components), keeps
-one row per cluster and lists the others with the kept row they duplicate.
+similarity is at least ``threshold`` and groups them into clusters (connected components).
+Then it decides which rows to remove: within a cluster, rows are taken in keep order
+(``keep=``, a :class:`~embetter_core.keep.KeepRule`: by default ``"first"``, input order) and
+each is kept unless it is a near-duplicate (a pair at or above the threshold) of a row already
+kept. So a row is removed only for a kept row it directly duplicates, never through a chain
+``a ~ b ~ c`` whose ends are far apart; a cluster may keep several rows.
 
 Two engines, both complete (no cap on neighbours, so a cluster of any size is found whole):
 
@@ -21,11 +25,14 @@ measured by ``python -m benchmarks.dedupe``).
 
 Every candidate pair down to ``floor`` (below the threshold) is kept with its score in
 ``report.candidates`` (:class:`Candidates`), so ``report.rethreshold(t)`` moves the threshold
-either way without touching the vectors, and ``DuplicateReport.from_candidates`` decides a
-report from candidates however they were found.
+either way without touching the vectors, ``report.rekeep(rule)`` applies another keep rule,
+and ``DuplicateReport.from_candidates`` decides a report from candidates however they were
+found.
 
-Results do not depend on the row order: rows are processed in the order of their ids, and each
-candidate's score is recomputed from its two rows alone.
+Pairs, scores and clusters do not depend on the row order: rows are searched in the order of
+their ids, and each candidate's score is recomputed from its two rows alone. Which rows are
+kept depends on the keep rule, and so, for ``first`` and ``last`` and for ties, on the input
+order.
 """
 
 from __future__ import annotations
@@ -35,15 +42,20 @@ import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from embetter_core.errors import DuplicateSearchError
+from embetter_core.keep import KeepRule, align_values
 
-#: The default cosine threshold, picked on the Debian corpus (``benchmarks.dedupe_quality``):
-#: the per-row dedupe decision scores best at 0.85 (see BENCHMARKS.md).
-DEFAULT_THRESHOLD = 0.85
+if TYPE_CHECKING:
+    from embetter_core.reference import ReferenceMatches
+
+#: The default cosine threshold, picked on the Debian corpus (``benchmarks.dedupe_quality``,
+#: all 63,482 rows): the per-row decision (no chained removals) scores its best removal F1 at
+#: 0.82 (0.660; 0.653 at 0.85, where the connected-component rule peaked; see BENCHMARKS.md).
+DEFAULT_THRESHOLD = 0.82
 #: Up to this many rows ``method="auto"`` runs the exact engine: ann is faster above about
 #: 8-10k rows here (``python -m benchmarks.dedupe --crossover ...``, see BENCHMARKS.md).
 AUTO_EXACT_MAX_ROWS = 10_000
@@ -109,6 +121,37 @@ class RecallSample:
 
 
 @dataclass(frozen=True, eq=False, repr=False)
+class AnnCells:
+    """The k-means cells an ``"ann"`` search compared rows within, kept so that an
+    incremental run (:mod:`embetter_core.incremental`) places new rows in the same cells.
+
+    A row is compared with the members of its own (primary) cell and of the cells it visits,
+    so a cell's members meet its members and its visitors. Treat the arrays as read-only.
+
+    Attributes:
+        centroids: ``(nlist, d)`` float32 cell centres.
+        primary: each row's own cell, its nearest centre (int64).
+        visit_rows, visit_cells: the further cells the rows visit, as (row, cell) pairs:
+            each row's next ``nprobe - 1`` cells, and also (up to ``max_probe`` in all) every
+            cell whose centre is at least the search's screen (``floor - 1e-4``) similar.
+        nprobe, max_probe: the settings that placed the rows.
+    """
+
+    centroids: np.ndarray
+    primary: np.ndarray
+    visit_rows: np.ndarray
+    visit_cells: np.ndarray
+    nprobe: int
+    max_probe: int
+
+    def renumbered(self, rows: np.ndarray) -> AnnCells:
+        """The cells with row ``r`` renamed ``rows[r]`` (e.g. search order to input order)."""
+        primary = np.empty_like(self.primary)
+        primary[rows] = self.primary
+        return replace(self, primary=primary, visit_rows=rows[self.visit_rows])
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class Candidates:
     """Every pair a search scored at or above ``floor``: what a :class:`DuplicateReport` is
     decided from, at any threshold down to ``floor``, without searching again.
@@ -119,10 +162,12 @@ class Candidates:
     Attributes:
         a, b: the pairs' rows (int64), ``a``'s id sorting before ``b``'s.
         scores: the pairs' cosines (float32), highest first; ties in id order of ``(a, b)``.
-        rank: each row's place in id order. It orders ties, clusters, and decides which
-            row of a cluster is kept (the first in id order).
+        rank: each row's place in id order. It orders the ids of a pair, ties, and the
+            members of a cluster (which rows are kept is the report's keep rule).
         floor: the score down to which the pairs are complete.
         recall: ann's exact check of a row sample; None for a complete (exact) search.
+        cells: the ann search's k-means cells (:class:`AnnCells`), to place new rows in
+            them in an incremental run; None for exact.
 
     >>> import numpy as np
     >>> cand = Candidates(
@@ -141,6 +186,7 @@ class Candidates:
     rank: np.ndarray
     floor: float
     recall: RecallSample | None = None
+    cells: AnnCells | None = None
 
     def __post_init__(self) -> None:
         if not len(self.a) == len(self.b) == len(self.scores):
@@ -172,11 +218,12 @@ class DuplicateReport:
         method: the engine that ran, ``"exact"`` or ``"ann"``.
         pairs: ``(id_a, id_b, score)`` with ``score >= threshold``, highest score first; ties
             are ordered by id, and ``id_a`` sorts before ``id_b``.
-        clusters: connected components of the pairs, largest first; each lists its ids in id
-            order, the kept id first.
-        removed: for every other cluster member, ``id -> (kept id, score)``: the cosine of
-            the two rows, or NaN when it is below ``floor`` (the row joined the cluster
-            through a chain of duplicates).
+        clusters: connected components of the pairs, largest first (ties by first id); each
+            lists its ids in id order. A cluster may keep several rows (see ``removed``).
+        removed: for each removed row, ``id -> (kept id, score)``: the kept row it matches
+            best among the kept rows it is a near-duplicate of, and their cosine (always
+            ``>= threshold``). Rows are decided in keep order: a cluster's row is removed
+            when it forms a pair with a row kept before it, else kept.
         exact_groups: groups of ids with identical texts (or, without texts, bitwise
             identical vectors), largest first.
         nearest: each row's best neighbour similarity, input order (float32). NaN for zero
@@ -190,6 +237,9 @@ class DuplicateReport:
         candidates: every pair scored down to ``floor`` (:class:`Candidates`), from which
             ``pairs``, ``clusters`` and ``removed`` are decided.
         params: the search settings.
+        keep: the :class:`~embetter_core.keep.KeepRule` that ordered the rows.
+        keep_rank: each row's place in keep order (int64, input order of rows); ties of the
+            rule are in input order.
 
     >>> import numpy as np
     >>> vecs = np.array([[1, 0], [0.96, 0.28], [0, 1], [0, 0]], dtype=np.float32)
@@ -200,6 +250,8 @@ class DuplicateReport:
     ({'b': ('a', 0.96)}, ['d'])
     >>> report.rethreshold(0.97).pairs
     []
+    >>> report.rekeep("last").removed
+    {'a': ('b', 0.96)}
     """
 
     ids: list[Any]
@@ -215,6 +267,8 @@ class DuplicateReport:
     floor: float
     candidates: Candidates
     params: dict[str, Any] = field(default_factory=dict)
+    keep: KeepRule = field(default_factory=KeepRule)
+    keep_rank: np.ndarray | None = None
 
     @classmethod
     def from_candidates(
@@ -228,9 +282,12 @@ class DuplicateReport:
         exact_groups: list[list[Any]] | None = None,
         zero_vector_ids: list[Any] | None = None,
         params: dict[str, Any] | None = None,
+        keep: str | KeepRule | None = "first",
+        keep_values: Sequence[Any] | Mapping[Hashable, Any] | None = None,
     ) -> DuplicateReport:
         """The report at ``threshold`` (down to ``candidates.floor``): pairs, clusters and
-        removals decided from ``candidates``. ``nearest`` defaults to NaN for every row.
+        removals decided from ``candidates`` with the keep rule ``keep`` (see
+        :func:`find_duplicates`). ``nearest`` defaults to NaN for every row.
         See :class:`Candidates` for an example."""
         ids = list(ids)
         threshold = _check_threshold(threshold, candidates.floor)
@@ -238,7 +295,36 @@ class DuplicateReport:
             raise ValueError(
                 f"candidates.rank has {len(candidates.rank)} rows but there are {len(ids)} ids"
             )
-        pairs, clusters, removed = _decide(ids, candidates, threshold)
+        rule, keep_rank = _keep_order(keep, keep_values, ids)
+        return cls._decided_from(
+            ids,
+            candidates,
+            threshold,
+            rule,
+            keep_rank,
+            method=method,
+            nearest=nearest,
+            exact_groups=exact_groups,
+            zero_vector_ids=zero_vector_ids,
+            params=params,
+        )
+
+    @classmethod
+    def _decided_from(
+        cls,
+        ids: list[Any],
+        candidates: Candidates,
+        threshold: float,
+        rule: KeepRule,
+        keep_rank: np.ndarray,
+        *,
+        method: str,
+        nearest: np.ndarray | None,
+        exact_groups: list[list[Any]] | None,
+        zero_vector_ids: list[Any] | None,
+        params: dict[str, Any] | None,
+    ) -> DuplicateReport:
+        pairs, clusters, removed = _decide(ids, candidates, threshold, keep_rank)
         return cls(
             ids=ids,
             threshold=threshold,
@@ -253,6 +339,8 @@ class DuplicateReport:
             floor=candidates.floor,
             candidates=candidates,
             params=dict(params or {}),
+            keep=rule,
+            keep_rank=keep_rank,
         )
 
     def __repr__(self) -> str:
@@ -272,6 +360,12 @@ class DuplicateReport:
     def selected(self) -> list[Any]:
         """The ids that remain after removing duplicates, in input order."""
         return [i for i in self.ids if i not in self.removed]
+
+    @property
+    def kept_mask(self) -> np.ndarray:
+        """One bool per row, input order: False for the removed rows (e.g. for
+        :func:`embetter_core.store.write_kept`)."""
+        return np.fromiter((i not in self.removed for i in self.ids), dtype=bool, count=self.n)
 
     def rethreshold(self, threshold: float) -> DuplicateReport:
         """The report at another threshold (up, or down to ``floor``), from kept candidates.
@@ -306,11 +400,43 @@ class DuplicateReport:
         mask[: len(flags)] = flags  # the pairs are the first candidates, in the same order
         return self._decided(self.candidates.select(mask), self.threshold)
 
-    def _decided(self, candidates: Candidates, threshold: float) -> DuplicateReport:
-        """This report with pairs, clusters and removals decided again from ``candidates``."""
-        pairs, clusters, removed = _decide(self.ids, candidates, threshold)
+    def rekeep(
+        self,
+        keep: str | KeepRule,
+        keep_values: Sequence[Any] | Mapping[Hashable, Any] | None = None,
+    ) -> DuplicateReport:
+        """The report with the rows kept by another rule (see :func:`find_duplicates`'s
+        ``keep``), from the kept candidates: no new search. ``keep_values``: the rule's
+        values (texts for ``longest`` / ``shortest``, a column's values for ``column:``),
+        one per row in input order or a mapping id -> value.
+
+        >>> import numpy as np
+        >>> vecs = np.array([[1, 0], [0.99, 0.14], [0, 1]], dtype=np.float32)
+        >>> report = find_duplicates(vecs, ids=["a", "b", "c"], threshold=0.95)
+        >>> report.selected, report.rekeep("longest", ["x", "xyz", "xy"]).selected
+        (['a', 'c'], ['b', 'c'])
+        >>> report.rekeep("column:stars:asc", {"a": 5, "b": 1, "c": 9}).removed
+        {'a': ('b', 0.990148)}
+        """
+        rule, keep_rank = _keep_order(keep, keep_values, self.ids)
+        return self._decided(self.candidates, self.threshold, rule, keep_rank)
+
+    def _decided(
+        self,
+        candidates: Candidates,
+        threshold: float,
+        keep: KeepRule | None = None,
+        keep_rank: np.ndarray | None = None,
+    ) -> DuplicateReport:
+        """This report with pairs, clusters and removals decided again from ``candidates``
+        (with another keep order when given)."""
+        if keep is None:
+            keep, keep_rank = self.keep, self.keep_rank
+        pairs, clusters, removed = _decide(self.ids, candidates, threshold, keep_rank)
         return replace(
             self,
+            keep=keep,
+            keep_rank=keep_rank,
             threshold=threshold,
             pairs=pairs,
             clusters=clusters,
@@ -353,12 +479,54 @@ class DuplicateReport:
             }
         )
 
+    def removed_frame(self, texts: Sequence[str] | Mapping[Hashable, str] | None = None) -> Any:
+        """One row per removed row (input order) as a pandas DataFrame: ``id``, ``kept_id``
+        (the kept row it duplicates), ``similarity`` (their cosine), ``cluster`` (index into
+        ``clusters``) and ``exact``: whether the two texts are identical (with ``texts``, a
+        sequence in row order or a mapping id -> text holding at least the removed and kept
+        rows), else whether the two rows share an exact-duplicate group (``exact_groups``).
+
+        >>> import numpy as np
+        >>> vecs = np.array([[1, 0], [1, 0], [0.96, 0.28]], dtype=np.float32)
+        >>> report = find_duplicates(vecs, ids=["a", "b", "c"], threshold=0.9)
+        >>> report.removed_frame(texts=["cat", "cat", "cats"]).to_dict("list")
+        ... # doctest: +NORMALIZE_WHITESPACE
+        {'id': ['b', 'c'], 'kept_id': ['a', 'a'], 'similarity': [1.0, 0.96],
+         'cluster': [0, 0], 'exact': [True, False]}
+        """
+        import pandas as pd
+
+        cluster_of = {i: c for c, members in enumerate(self.clusters) for i in members}
+        group_of = {i: g for g, members in enumerate(self.exact_groups) for i in members}
+        text_of: Mapping[Hashable, str] = {}
+        if isinstance(texts, Mapping):
+            text_of = texts
+        elif texts is not None:
+            text_of = dict(zip(self.ids, align_values(texts, self.ids), strict=True))
+
+        def exact(a: Any, b: Any) -> bool:
+            if a in text_of and b in text_of:
+                return bool(text_of[a] == text_of[b])
+            return a in group_of and group_of[a] == group_of.get(b)
+
+        rows = [(i, *self.removed[i]) for i in self.ids if i in self.removed]
+        return pd.DataFrame(
+            {
+                "id": [r[0] for r in rows],
+                "kept_id": [r[1] for r in rows],
+                "similarity": pd.Series([r[2] for r in rows], dtype="float64"),
+                "cluster": pd.Series([cluster_of[r[0]] for r in rows], dtype="int64"),
+                "exact": pd.Series([exact(r[0], r[1]) for r in rows], dtype="bool"),
+            }
+        )
+
     def summary(self) -> dict[str, Any]:
         """The headline counts, for logs and report pages."""
         return {
             "rows": self.n,
             "method": self.method,
             "threshold": self.threshold,
+            "keep": str(self.keep),
             "pairs": len(self.pairs),
             "clusters": len(self.clusters),
             "largest_cluster": max((len(c) for c in self.clusters), default=0),
@@ -381,6 +549,8 @@ def find_duplicates(
     method: str = "auto",
     texts: Sequence[str] | Mapping[Hashable, str] | None = None,
     *,
+    keep: str | KeepRule | None = "first",
+    keep_values: Sequence[Any] | Mapping[Hashable, Any] | None = None,
     floor: float | None = None,
     nprobe: int = 4,
     nlist: int | None = None,
@@ -390,7 +560,9 @@ def find_duplicates(
     block_size: int = 1024,
     max_candidates: int = 50_000_000,
     seed: int = 0,
-) -> DuplicateReport:
+    reference: Any = None,
+    reference_ids: Sequence[Hashable] | None = None,
+) -> DuplicateReport | ReferenceMatches:
     """Find near-duplicate rows of ``embeddings`` by cosine similarity.
 
     Args:
@@ -400,6 +572,15 @@ def find_duplicates(
         method: ``"exact"``, ``"ann"`` or ``"auto"`` (exact up to ``AUTO_EXACT_MAX_ROWS``).
         texts: the rows' texts (a sequence in row order, or a mapping id -> text); identical
             texts form the exact-duplicate groups. Without it, bitwise identical vectors do.
+        keep: which rows of a cluster are kept: ``"first"`` (input order), ``"last"``,
+            ``"longest"``, ``"shortest"`` (text length) or ``"column:NAME[:desc|asc]"``
+            (highest / lowest value), or a :class:`~embetter_core.keep.KeepRule`. Rows are
+            taken in that order (ties in input order); each is kept unless it is a
+            near-duplicate of a row already kept.
+        keep_values: the rule's values, one per row (input order) or a mapping id -> value:
+            texts or lengths for ``longest`` / ``shortest`` (default: ``texts``), numbers or
+            dates for ``column:`` (see :func:`embetter_core.keep.keep_values_for` to read
+            them from a corpus file).
         floor: keep candidates down to this score for ``rethreshold`` (default
             ``max(threshold - 0.1, threshold / 2)``).
         nprobe: ann only: cells each row is compared with.
@@ -410,6 +591,10 @@ def find_duplicates(
         block_size: rows per tile side (a tile is ``block_size x 4 * block_size`` floats).
         max_candidates: raise instead of holding more candidate pairs than this.
         seed: seed for the ann k-means and the recall sample.
+        reference: another corpus's embeddings (array, h5py dataset, EmbeddingStore or .h5
+            path): return the :class:`~embetter_core.reference.ReferenceMatches` of each row
+            against it (every reference row at or above ``threshold``) instead of a report.
+        reference_ids: the reference rows' ids (default: the store's ids, else row numbers).
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
@@ -422,10 +607,33 @@ def find_duplicates(
     DuplicateReport(n=100, method='exact', threshold=0.95, pairs=1, clusters=1, removed=1,
                     recall_estimate=1)
     """
+    if reference is not None:
+        from embetter_core.reference import find_reference_duplicates  # avoids an import cycle
+
+        return find_reference_duplicates(
+            embeddings,
+            reference,
+            ids=ids,
+            reference_ids=reference_ids,
+            threshold=threshold,
+            method=method,
+            nprobe=nprobe,
+            nlist=nlist,
+            recall_sample=recall_sample,
+            n_jobs=n_jobs,
+            blas_threads=blas_threads,
+            block_size=block_size,
+            max_candidates=max_candidates,
+            seed=seed,
+        )
     threshold, floor = _check_params(threshold, floor, method, nprobe, n_jobs, block_size)
     matrix, n = _input_shape(embeddings)
     ids_list = _check_ids(ids, n)
     text_list = _check_texts(texts, ids_list)
+    rule = KeepRule.parse(keep)
+    if keep_values is None and rule.kind in ("longest", "shortest"):
+        keep_values = text_list
+    rule, keep_rank = _keep_order(rule, keep_values, ids_list)  # bad rules fail before work
     rank, order = _canonical_order(ids_list)
 
     X, bad_rows, zero_rows = _load_normalised(matrix, n, rank)
@@ -469,7 +677,7 @@ def find_duplicates(
                 limit=max_candidates,
                 seed=seed,
             )
-        lo, hi, nearest_c = found  # canonical rows
+        lo, hi, nearest_c = found.lo, found.hi, found.nearest  # canonical rows
         scores = _rescore(X, lo, hi)
         keep = scores >= floor
         lo, hi, scores = lo[keep], hi[keep], scores[keep]
@@ -492,15 +700,18 @@ def find_duplicates(
         rank=rank,
         floor=floor,
         recall=None if sample is None else sample.renumbered(order),
+        cells=None if found.cells is None else found.cells.renumbered(order),
     )
     if text_list is not None:
         exact_groups = _groups_by_key(text_list, ids_list, rank)
     else:
         exact_groups = _identical_rows(matrix, candidates, ids_list)
-    return DuplicateReport.from_candidates(
+    return DuplicateReport._decided_from(
         ids_list,
         candidates,
         threshold,
+        rule,
+        keep_rank,
         method=chosen,
         nearest=nearest_c[rank],
         exact_groups=exact_groups,
@@ -737,6 +948,7 @@ class _Found(NamedTuple):
     lo: np.ndarray
     hi: np.ndarray
     nearest: np.ndarray
+    cells: AnnCells | None = None  # the ann engine's cells
 
     @classmethod
     def empty(cls, n: int) -> _Found:
@@ -857,11 +1069,126 @@ def _ann_search(
     train_per_cell: int = 32,
     max_probe: int = 32,
 ) -> _Found:
-    """Cluster-blocked exact search: each row against the members of its nearest cells."""
+    """Cluster-blocked exact search: each row against the members of its nearest cells
+    (:func:`_train_cells`, :func:`_assign_cells`, :func:`_search_cells`)."""
+    centroids = _train_cells(X, nlist=nlist, seed=seed, niter=niter, train_per_cell=train_per_cell)
+    primary, visit_rows, visit_cells = _assign_cells(
+        X, centroids, screen, nprobe=nprobe, max_probe=max_probe
+    )
+    cells = AnnCells(
+        centroids, primary, visit_rows, visit_cells, nprobe=nprobe, max_probe=max_probe
+    )
+    return _search_cells(X, cells, screen, block=block, n_jobs=n_jobs, limit=limit)
+
+
+# ----------------------------------------------------------------------------------------
+# Building blocks for searches across row sets: reference search (embetter_core.reference)
+# and incremental runs (embetter_core.incremental), and the ann engine's cells
+# ----------------------------------------------------------------------------------------
+def _masked_tile(
+    Xq: np.ndarray, Xm: np.ndarray, screen: np.float32, mask: Any = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One tile of similarities, entries ``mask`` (an index tuple or a boolean array)
+    excluded: (row max, col max, hit rows, hit cols)."""
+    # A reused per-thread buffer: a fresh 16 MB result per tile costs page faults.
+    size = len(Xq) * len(Xm)
+    buf = getattr(_buffers, "tile", None)
+    if buf is None or len(buf) < size:
+        buf = _buffers.tile = np.empty(size, dtype=np.float32)
+    sims = np.matmul(Xq, Xm.T, out=buf[:size].reshape(len(Xq), len(Xm)))
+    if mask is not None:
+        sims[mask] = -np.inf
+    rowmax = sims.max(axis=1, initial=-np.inf)
+    colmax = sims.max(axis=0, initial=-np.inf)
+    rows = np.flatnonzero(rowmax >= screen)
+    if len(rows):
+        rr, cc = np.nonzero(sims[rows] >= screen)
+        return rowmax, colmax, rows[rr], cc
+    empty = np.empty(0, dtype=np.int64)
+    return rowmax, colmax, empty, empty
+
+
+def _cross_tiles(
+    Xq: np.ndarray,
+    Xm: np.ndarray,
+    screen: np.float32,
+    *,
+    block: int,
+    self_cols: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair (``Xq`` row, ``Xm`` row) scoring at least ``screen``, in tiles of
+    ``block x 4 block``: (each ``Xq`` row's best, each ``Xm`` row's best, hit ``Xq`` rows,
+    hit ``Xm`` rows). ``self_cols[i]``, when in range, is the ``Xm`` row that is ``Xq``'s
+    row ``i`` itself: that pair is skipped."""
+    nq, nm = len(Xq), len(Xm)
+    rowmax = np.full(nq, -np.inf, dtype=np.float32)
+    colmax = np.full(nm, -np.inf, dtype=np.float32)
+    hits_q, hits_m = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
+    cols = 4 * block
+    for j0 in range(0, nm, cols):
+        Xj = Xm[j0 : j0 + cols]
+        for i0 in range(0, nq, block):
+            i1 = min(i0 + block, nq)
+            mask = None
+            if self_cols is not None:
+                own = self_cols[i0:i1] - j0
+                r = np.flatnonzero((own >= 0) & (own < len(Xj)))
+                mask = (r, own[r]) if len(r) else None
+            rmax, cmax, r, c = _masked_tile(Xq[i0:i1], Xj, screen, mask)
+            np.maximum(rowmax[i0:i1], rmax, out=rowmax[i0:i1])
+            np.maximum(colmax[j0 : j0 + len(Xj)], cmax, out=colmax[j0 : j0 + len(Xj)])
+            hits_q.append(r + i0)
+            hits_m.append(c + j0)
+    return rowmax, colmax, np.concatenate(hits_q), np.concatenate(hits_m)
+
+
+def _cross_search(
+    Xq: np.ndarray,
+    Xm: np.ndarray,
+    screen: np.float32,
+    *,
+    block: int,
+    n_jobs: int,
+    limit: int,
+    self_cols: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Exact search of every ``Xq`` row against every ``Xm`` row: :func:`_cross_tiles`,
+    one span of ``4 x block`` ``Xm`` rows per task. Raises when more than ``limit`` pairs
+    score at least ``screen``."""
+    span = 4 * block
+
+    def span_task(j0: int) -> Callable[[], Any]:
+        def task() -> Any:
+            own = None if self_cols is None else self_cols - j0
+            return j0, *_cross_tiles(Xq, Xm[j0 : j0 + span], screen, block=block, self_cols=own)
+
+        return task
+
+    rowmax = np.full(len(Xq), -np.inf, dtype=np.float32)
+    colmax = np.full(len(Xm), -np.inf, dtype=np.float32)
+    hits_q, hits_m = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
+    count = 0
+    for j0, rmax, cmax, q, m in _run((span_task(j) for j in range(0, len(Xm), span)), n_jobs):
+        np.maximum(rowmax, rmax, out=rowmax)
+        colmax[j0 : j0 + len(cmax)] = cmax
+        count += len(q)
+        if count > limit:
+            raise DuplicateSearchError(
+                f"more than max_candidates={limit} candidate pairs above the floor: "
+                "raise the threshold or the floor, or raise max_candidates"
+            )
+        hits_q.append(q)
+        hits_m.append(m + j0)
+    return rowmax, colmax, np.concatenate(hits_q), np.concatenate(hits_m)
+
+
+def _train_cells(
+    X: np.ndarray, *, nlist: int, seed: int, niter: int = 10, train_per_cell: int = 32
+) -> np.ndarray:
+    """Spherical k-means centres (``nlist x d`` float32), trained on a sample of rows."""
     import faiss
 
     n, d = X.shape
-    nprobe = min(nprobe, nlist)
     rng = np.random.default_rng(seed)
     train_n = min(n, max(train_per_cell * nlist, 10_000))
     train = X[np.sort(rng.choice(n, size=train_n, replace=False))]
@@ -875,14 +1202,24 @@ def _ann_search(
         max_points_per_centroid=1 << 30,
     )
     kmeans.train(train)
-    centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
 
-    # Each row visits its nprobe best cells, and also (up to max_probe) every cell whose
-    # centroid is at least `screen` similar to it: a dense cluster that k-means splits over
-    # many cells is still searched whole.
+
+def _assign_cells(
+    X: np.ndarray, centroids: np.ndarray, screen: np.float32, *, nprobe: int, max_probe: int = 32
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's primary (nearest) cell, and the further cells it visits: its next
+    ``nprobe - 1`` cells and also (up to ``max_probe`` in all) every cell whose centroid is
+    at least ``screen`` similar to it, so a dense cluster that k-means splits over many cells
+    is still searched whole. Returns ``(primary, visit_rows, visit_cells)``."""
+    import faiss
+
+    nlist, d = centroids.shape
+    n = len(X)
+    nprobe = min(nprobe, nlist)
     wide = min(nlist, max(nprobe, max_probe))
     primary = np.empty(n, dtype=np.int64)
-    visit_rows, visit_cells = [], []
+    visit_rows, visit_cells = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
     cells = faiss.IndexFlatIP(d)
     cells.add(centroids)
     for start in range(0, n, _READ_BLOCK):
@@ -899,15 +1236,36 @@ def _ann_search(
         visit[:, : nprobe - 1] = True
         r, k = np.nonzero(visit)
         visit_rows.append(r + start)
-        visit_cells.append(top[r, k + 1])
-    members = np.argsort(primary, kind="stable")
-    m_bounds = np.searchsorted(primary[members], np.arange(nlist + 1))
-    visit_rows_a = np.concatenate(visit_rows)
-    visit_cells_a = np.concatenate(visit_cells)
-    by_cell = np.argsort(visit_cells_a, kind="stable")
-    visitors = visit_rows_a[by_cell]
-    v_bounds = np.searchsorted(visit_cells_a[by_cell], np.arange(nlist + 1))
+        visit_cells.append(top[r, k + 1].astype(np.int64))
+    return primary, np.concatenate(visit_rows), np.concatenate(visit_cells)
 
+
+def _search_cells(
+    X: np.ndarray,
+    cells: AnnCells,
+    screen: np.float32,
+    *,
+    block: int,
+    n_jobs: int,
+    limit: int,
+    fresh: np.ndarray | None = None,
+) -> _Found:
+    """Cluster-blocked exact search: every row against the members of its own cell and of
+    the cells it visits (so a cell's members meet its members and its visitors).
+
+    ``fresh``: a boolean mask of rows; when given, only the pairs with a fresh row are
+    searched (the comparisons a full search over these cells makes that involve a fresh
+    row), and ``nearest`` holds each row's best among the fresh rows it met (every row it
+    met, for fresh rows).
+    """
+    n = len(X)
+    nlist = len(cells.centroids)
+    primary = cells.primary
+    members = np.argsort(primary, kind="stable")  # each cell's members in row order
+    m_bounds = np.searchsorted(primary[members], np.arange(nlist + 1))
+    by_cell = np.argsort(cells.visit_cells, kind="stable")
+    visitors = cells.visit_rows[by_cell]
+    v_bounds = np.searchsorted(cells.visit_cells[by_cell], np.arange(nlist + 1))
     cols = 4 * block
 
     def cell_task(c: int) -> Callable[[], Any]:
@@ -931,17 +1289,52 @@ def _ann_search(
                     np.maximum(best[span], cmax, out=best[span])
                     hits_a.append(queries[r + i0])
                     hits_b.append(mem[cc + j0])
-            return queries, best, hits_a, hits_b
+            return [queries], [best], hits_a, hits_b
 
         return task
 
+    def fresh_task(c: int) -> Callable[[], Any]:
+        assert fresh is not None
+
+        def task() -> Any:
+            mem = members[m_bounds[c] : m_bounds[c + 1]]
+            vis = visitors[v_bounds[c] : v_bounds[c + 1]]
+            new_mem, new_vis, old_mem = mem[fresh[mem]], vis[fresh[vis]], mem[~fresh[mem]]
+            rows, best, hits_a, hits_b = [], [], [], []
+            if len(new_mem):  # fresh members against every member and visitor
+                met = np.concatenate([mem, vis])
+                own = np.searchsorted(mem, new_mem)
+                rmax, cmax, q, m = _cross_tiles(
+                    X[new_mem], X[met], screen, block=block, self_cols=own
+                )
+                rows += [new_mem, met]
+                best += [rmax, cmax]
+                hits_a.append(new_mem[q])
+                hits_b.append(met[m])
+            if len(new_vis) and len(old_mem):  # fresh visitors against the other members
+                rmax, cmax, q, m = _cross_tiles(X[new_vis], X[old_mem], screen, block=block)
+                rows += [new_vis, old_mem]
+                best += [rmax, cmax]
+                hits_a.append(new_vis[q])
+                hits_b.append(old_mem[m])
+            return rows, best, hits_a, hits_b
+
+        return task
+
+    if fresh is None:
+        tasks = (cell_task(c) for c in range(nlist))
+    else:
+        visited = cells.visit_cells[fresh[cells.visit_rows]]
+        touched = np.unique(np.concatenate([primary[fresh], visited]))
+        tasks = (fresh_task(int(c)) for c in touched)
     nearest = np.full(n, -np.inf, dtype=np.float32)
     found = _Collector(limit)
-    for queries, best, hits_a, hits_b in _run((cell_task(c) for c in range(nlist)), n_jobs):
-        np.maximum.at(nearest, queries, best)
+    for rows, best, hits_a, hits_b in _run(tasks, n_jobs):
+        for r, b in zip(rows, best, strict=True):
+            np.maximum.at(nearest, r, b)
         for a, b in zip(hits_a, hits_b, strict=True):
             found.add(a, b)
-    return _Found(*found.result(unique=True), nearest)
+    return _Found(*found.result(unique=True), nearest, cells)
 
 
 def _rescore(X: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -1022,11 +1415,23 @@ def _check_threshold(threshold: float, floor: float) -> float:
     return threshold
 
 
+def _keep_order(
+    keep: str | KeepRule | None,
+    keep_values: Sequence[Any] | Mapping[Hashable, Any] | None,
+    ids: list[Any],
+) -> tuple[KeepRule, np.ndarray]:
+    """The keep rule, and each row's place in its order."""
+    rule = KeepRule.parse(keep)
+    values = None if keep_values is None else align_values(keep_values, ids)
+    return rule, rule.rank(values, n=len(ids))
+
+
 def _decide(
-    ids: list[Any], cand: Candidates, threshold: float
+    ids: list[Any], cand: Candidates, threshold: float, keep_rank: np.ndarray | None
 ) -> tuple[list[tuple[Any, Any, float]], list[list[Any]], dict[Any, tuple[Any, float]]]:
-    """The pairs at ``threshold``, their clusters (connected components), and for each
-    cluster member but the kept one (the first in id order), the kept id and their score."""
+    """The pairs at ``threshold``, their clusters (connected components, members in id
+    order), and the removed rows: rows taken in ``keep_rank`` order (None: input order),
+    each removed when it pairs with a row kept before it, pointing at the best such row."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -1036,8 +1441,8 @@ def _decide(
     a, b, s = cand.a[take], cand.b[take], cand.scores[take]
     id_arr = np.empty(n, dtype=object)
     id_arr[:] = ids
-    scores = np.round(s.astype(np.float64), 6).tolist()
-    pairs = list(zip(id_arr[a].tolist(), id_arr[b].tolist(), scores, strict=True))
+    scores = np.round(s.astype(np.float64), 6)
+    pairs = list(zip(id_arr[a].tolist(), id_arr[b].tolist(), scores.tolist(), strict=True))
 
     clusters: list[list[Any]] = []
     removed: dict[Any, tuple[Any, float]] = {}
@@ -1050,35 +1455,89 @@ def _decide(
         starts = np.flatnonzero(np.r_[True, labels[rows][1:] != labels[rows][:-1]])
         groups = np.split(rows, starts[1:])
         groups.sort(key=lambda g: (-len(g), rank[g[0]]))
-        # direct score of each (removed, kept) pair, when it is a candidate
-        keys = rank[cand.a] * n + rank[cand.b]
-        key_order = np.argsort(keys)
-        keys_sorted = keys[key_order]
-        for g in groups:
-            kept, others = g[0], g[1:]
-            k1 = np.minimum(rank[kept], rank[others]) * n + np.maximum(rank[kept], rank[others])
-            pos = np.searchsorted(keys_sorted, k1)
-            pos_c = np.minimum(pos, len(keys_sorted) - 1)
-            hit = (pos < len(keys_sorted)) & (keys_sorted[pos_c] == k1)
-            direct = np.where(hit, cand.scores[key_order[pos_c]].astype(np.float64), np.nan)
-            kept_id = id_arr[kept]
-            for other, score in zip(
-                id_arr[others].tolist(), np.round(direct, 6).tolist(), strict=True
-            ):
-                removed[other] = (kept_id, score)
-            clusters.append(id_arr[g].tolist())
+        clusters = [id_arr[g].tolist() for g in groups]
+        if keep_rank is None:
+            keep_rank = np.arange(n, dtype=np.int64)
+        gone, kept_by, score = _remove_in_keep_order(n, a, b, s, keep_rank)
+        removed = dict(
+            zip(
+                id_arr[gone].tolist(),
+                zip(id_arr[kept_by].tolist(), np.round(score, 6).tolist(), strict=True),
+                strict=True,
+            )
+        )
     return pairs, clusters, removed
 
 
+def _remove_in_keep_order(
+    n: int, a: np.ndarray, b: np.ndarray, scores: np.ndarray, keep_rank: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy removal over the pair graph: rows in ``keep_rank`` order, each removed when it
+    pairs with an already kept row, else kept. Returns the removed rows (in keep order),
+    for each the kept row it pairs with best (ties: the earliest in keep order), and that
+    pair's score.
+
+    A row's fate depends only on its partners earlier in keep order, so rows are decided in
+    rounds, all at once: removed as soon as an earlier partner is kept, kept once every
+    earlier partner is removed. Rounds stop when a round decides few rows (a long chain needs
+    one round per link); the rest are decided one by one, in keep order.
+    """
+    # each pair seen from its later row (in keep order): only an earlier row can be kept
+    # before it; per later row, its earlier partners best score first, ties in keep order
+    early = keep_rank[a] < keep_rank[b]
+    later = np.where(early, b, a)
+    earlier = np.where(early, a, b)
+    order = np.lexsort((keep_rank[earlier], -scores, keep_rank[later]))
+    later, earlier, pair_scores = later[order], earlier[order], scores[order]
+
+    undecided, kept, removed = 0, 1, 2
+    state = np.full(n, kept, dtype=np.int8)
+    state[later] = undecided  # a row with no earlier partner is kept
+    open_pairs = np.arange(len(later))
+    while len(open_pairs):
+        left = open_pairs[state[later[open_pairs]] == undecided]
+        rows = np.unique(later[left])
+        if len(rows) < 64:
+            break
+        partner = state[earlier[left]]
+        has_kept = np.zeros(n, dtype=bool)
+        has_kept[later[left[partner == kept]]] = True
+        waits = np.zeros(n, dtype=bool)
+        waits[later[left[partner == undecided]]] = True
+        state[rows[has_kept[rows]]] = removed
+        state[rows[~has_kept[rows] & ~waits[rows]]] = kept
+        open_pairs = left
+        if (state[rows] != undecided).sum() < len(rows) // 8:  # slow progress: a long chain
+            break
+    left = open_pairs[state[later[open_pairs]] == undecided]
+    if len(left):  # the rest, one by one in keep order
+        bounds = np.flatnonzero(np.r_[True, later[left][1:] != later[left][:-1], True])
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            row = int(later[left[lo]])
+            hit = state[earlier[left[lo:hi]]] == kept
+            state[row] = removed if hit.any() else kept
+
+    # each removed row's best kept partner: the first such pair of its (sorted) run
+    take = np.flatnonzero((state[later] == removed) & (state[earlier] == kept))
+    first = take[np.r_[True, later[take][1:] != later[take][:-1]]] if len(take) else take
+    return later[first], earlier[first], pair_scores[first].astype(np.float64)
+
+
 def _groups_by_key(keys: list[Any], ids: list[Any], rank: np.ndarray) -> list[list[Any]]:
-    """Groups (size >= 2) of ids sharing a key (None never groups), in id order."""
-    by_key: dict[Any, list[int]] = {}
-    for row, key in enumerate(keys):
-        if key is not None:
-            by_key.setdefault(key, []).append(row)
-    groups = [sorted(rows, key=lambda r: rank[r]) for rows in by_key.values() if len(rows) > 1]
-    groups.sort(key=lambda g: (-len(g), rank[g[0]]))
-    return [[ids[r] for r in g] for g in groups]
+    """Groups (size >= 2) of ids sharing a key (None never groups), in id order; largest
+    first, ties by first id."""
+    import pandas as pd
+
+    codes = np.asarray(pd.factorize(pd.Series(keys, dtype=object))[0])  # None -> -1
+    rows = np.flatnonzero(codes >= 0)
+    rows = rows[np.lexsort((rank[rows], codes[rows]))]
+    starts = np.flatnonzero(np.r_[True, codes[rows][1:] != codes[rows][:-1]])
+    sizes = np.diff(np.r_[starts, len(rows)])
+    starts, sizes = starts[sizes > 1], sizes[sizes > 1]
+    groups = []
+    for k in np.lexsort((rank[rows[starts]], -sizes)).tolist():
+        groups.append([ids[r] for r in rows[starts[k] : starts[k] + sizes[k]].tolist()])
+    return groups
 
 
 __all__ = [

@@ -31,8 +31,20 @@ class OutputNotWritableError(OSError):
     """The output path cannot be written (missing permission, a file where a folder is, ...)."""
 
 
+class OutputClashError(ValueError):
+    """An output path would overwrite an input (the corpus, a model) or another output."""
+
+
+class ModelUnavailableError(FileNotFoundError):
+    """An encoder's model cannot be loaded here (offline: not on this disk); names it."""
+
+
 class DuplicateSearchError(ValueError):
     """Bad input to :func:`find_duplicates` (non-finite rows, wrong ids, bad parameters)."""
+
+
+class DedupeStateError(ValueError):
+    """An incremental dedupe state file that is unreadable, corrupt or inconsistent."""
 
 
 class UnreadableImageError(ValueError):
@@ -63,3 +75,31 @@ class MissingColumnError(CorpusError):
 
     def __reduce__(self) -> tuple[type, tuple[str, tuple[str, ...], tuple[str, ...]]]:
         return type(self), (str(self), self.missing, self.columns)
+
+
+class ImageTooLargeError(UnreadableImageError):
+    """An image file has more pixels than ``embetter_core.vision.MAX_IMAGE_PIXELS``; ``path``
+    names it, ``size`` is its ``(width, height)`` when known. Refused before it is decoded,
+    so one huge file cannot exhaust memory."""
+
+    def __init__(self, message: str, path: str, size: tuple[int, int] | None = None) -> None:
+        super().__init__(message, path)
+        self.size = size
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, tuple[int, int] | None]]:
+        return type(self), (str(self), self.path, self.size)
+
+
+class CacheCorruptError(ValueError):
+    """The embedding cache's database cannot be read (a damaged or foreign SQLite file).
+
+    Not transient: a retry reads the same bytes. The message names the cache folder; delete
+    it to rebuild the cache (its vectors are re-encoded on the next run).
+    """
+
+    def __init__(self, message: str, folder: str) -> None:
+        super().__init__(message)
+        self.folder = folder
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return type(self), (str(self), self.folder)

@@ -1,4 +1,5 @@
-"""Small file utilities every layer shares: image suffixes, file hashing, atomic writes.
+"""Small file utilities every layer shares: image suffixes, file hashing, atomic writes,
+and the check that a run's outputs never overwrite its inputs.
 
 A file this package writes is never seen half-written at its final path: it is written to a
 temporary file beside the target, flushed to disk, and renamed into place.
@@ -19,8 +20,10 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+from embetter_core.errors import OutputClashError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 _HASH_BLOCK = 1 << 20
@@ -100,3 +103,88 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
             with open(tmp, "w", encoding="utf-8", newline="") as handle:
                 handle.write(data)
     return Path(path)
+
+
+def check_outputs_apart(
+    inputs: Mapping[str, str | os.PathLike[str] | None],
+    outputs: Mapping[str, str | os.PathLike[str] | None],
+) -> None:
+    """Refuse, before any work, an output that would overwrite an input or another output.
+
+    ``inputs`` and ``outputs`` map what the user calls each path (a flag such as
+    ``"--report-dir"``) to the path; ``None`` paths are left out. An output clashes with an
+    input when both are the same file (after ``~``, ``..`` and symbolic links; an existing
+    output also by inode, so hard links and case-insensitive names count), and with an input
+    folder (an image corpus) when it is the folder or an image file inside it, which a rerun
+    would read as part of the corpus. Raises :class:`OutputClashError` naming both paths.
+
+    >>> check_outputs_apart({"corpus": "data/pairs.csv"}, {"--output": "out/data.h5"})
+    >>> check_outputs_apart({"corpus": "data/a.csv"}, {"--report": "data/./a.csv"})
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    embetter_core.errors.OutputClashError: --report would overwrite the input corpus: both are ...
+    """
+    sources = {label: _resolved(path) for label, path in inputs.items() if path is not None}
+    seen: dict[Path, str] = {}
+    for label, path in outputs.items():
+        if path is None:
+            continue
+        target = _resolved(path)
+        for source_label, source in sources.items():
+            if _same_file(target, source):
+                what = "input folder" if source.is_dir() else "input"
+                raise OutputClashError(
+                    f"{label} would overwrite the {what} {source_label}: both are {target}"
+                )
+            if source.is_dir() and _is_image_inside(target, source):
+                raise OutputClashError(
+                    f"{label} would write an image, {target}, into the input folder "
+                    f"{source_label} ({source}): a rerun would read it as part of the corpus"
+                )
+        other = next((seen[p] for p in seen if _same_file(target, p)), None)
+        if other is not None:
+            raise OutputClashError(
+                f"{label} and {other} are the same file, {target}: one would overwrite the other"
+            )
+        seen[target] = label
+
+
+def _resolved(path: str | os.PathLike[str]) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a == b:
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _is_image_inside(path: Path, folder: Path) -> bool:
+    return is_image_name(path) and folder in path.parents
+
+
+# A cell starting with one of these is read as a formula by Excel, LibreOffice and Google
+# Sheets ("=HYPERLINK(...)", "+cmd|...", "@SUM(...)"); tab and carriage return too (OWASP).
+SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """``value`` as a CSV cell that a spreadsheet shows as text, never runs as a formula: a
+    string starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a leading
+    ``'`` (which spreadsheets hide); anything else is returned as it is, numbers included.
+
+    The ``'`` is part of the cell for every other CSV reader, so apply it only to files meant
+    for spreadsheets, and only to text columns (ids, texts).
+
+    >>> spreadsheet_safe("=HYPERLINK(\\"http://x\\")"), spreadsheet_safe("-1"), spreadsheet_safe(-1)
+    ('\\'=HYPERLINK("http://x")', "'-1", -1)
+    >>> spreadsheet_safe("a=b"), spreadsheet_safe("")
+    ('a=b', '')
+    """
+    if isinstance(value, str) and value.startswith(SPREADSHEET_TRIGGERS):
+        return "'" + value
+    return value

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from embetter_core.errors import DuplicateSearchError
+from embetter_core.errors import CorpusError, DuplicateSearchError, MissingColumnError
 
 #: The rule names; ``column`` takes ``:NAME`` and optionally ``:asc`` or ``:desc``.
 KEEP_RULES = ("first", "last", "longest", "shortest", "column")
@@ -351,13 +351,14 @@ def column_values(
 
 def keep_values_for(rule: KeepRule | str, corpus: Any) -> list[Any] | None:
     """The values ``rule`` needs for the rows of ``corpus`` (an
-    :class:`~embetter_core.corpus.Corpus`): its texts for ``longest`` / ``shortest``, the
-    column read from its file (``corpus.source``) for ``column``, None for the others.
-    Raises before any encoding when the rule cannot apply.
+    :class:`~embetter_core.corpus.Corpus`): its text lengths for ``longest`` / ``shortest``,
+    the column read from its file (``corpus.source``) for ``column``, None for the others.
+    Raises before any encoding when the rule cannot apply, naming the rule (``--keep``), the
+    file and the column.
 
     >>> from embetter_core.corpus import Corpus
     >>> keep_values_for("shortest", Corpus(["a", "b"], ["xy", "z"]))
-    ['xy', 'z']
+    [2, 1]
     """
     rule = KeepRule.parse(rule)
     if not rule.needs_values:
@@ -368,14 +369,23 @@ def keep_values_for(rule: KeepRule | str, corpus: Any) -> list[Any] | None:
             "has neither: use first or last"
         )
     if rule.kind != "column":
-        return list(corpus.items)
+        return [len(text) for text in corpus.items]
     source = str(corpus.source)
     if not source or source.startswith("<") or not os.path.isfile(source):
         raise DuplicateSearchError(
             f"keep={str(rule)!r} reads a column of the corpus file, but this corpus has no "
             f"file ({source!r}): pass keep_values instead"
         )
-    return column_values(source, str(rule.column), [s.row for s in corpus.skipped])
+    try:
+        return column_values(source, str(rule.column), [s.row for s in corpus.skipped])
+    except MissingColumnError as err:
+        raise MissingColumnError(
+            f"keep rule {str(rule)!r} (--keep): {err}", err.missing, err.columns
+        ) from None
+    except CorpusError as err:
+        raise CorpusError(f"keep rule {str(rule)!r} (--keep): {err}") from None
+    except DuplicateSearchError as err:
+        raise DuplicateSearchError(f"keep rule {str(rule)!r} (--keep): {err}") from None
 
 
 __all__ = ["KEEP_RULES", "KeepRule", "align_values", "column_values", "keep_values_for", "sort_key"]

@@ -27,8 +27,23 @@ from embetter_core.spec import ENCODERS, EncoderSpec, encoder_class
 FEATURES = ("absdiff", "product", "concat", "max", "min", "sqdiff", "cosine")
 FORMAT = "embetter-core/difference-classifier"
 FORMAT_VERSION = 1
-# Module prefixes whose types a saved model may hold beyond skops' own trusted defaults.
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
+# The exact types, beyond skops' own trusted defaults (builtins, numpy arrays, scikit-learn
+# estimators), that ``save`` writes with the heads this project uses: the default
+# LogisticRegression needs none, HistGradientBoostingClassifier its tree predictor,
+# TunedThresholdClassifierCV(scoring="f1") its scorers. Listed by saving each head with every
+# feature (tests/test_model.py checks it); ``load`` refuses any other type, naming it.
+# Exact names, never module prefixes: ``numpy.testing._private.utils.runstring`` is in numpy.
+SAVED_TYPES = frozenset(
+    {
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.metrics._classification.f1_score",
+        "sklearn.metrics._scorer._CurveScorer",
+        "sklearn.metrics._scorer._Scorer",
+        "sklearn.utils._metadata_requests.MetadataRequest",
+        "sklearn.utils._metadata_requests.MethodMetadataRequest",
+    }
+)
+_PAYLOAD_KEYS = ("fingerprint", "encoder", "features", "n_features_in", "clf_head_")
 
 
 def default_head() -> LogisticRegression:
@@ -240,14 +255,19 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
             skops.io.dump(payload, os.fspath(tmp))
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], enc: Any = None) -> DifferenceClassifier:
-        """Read a model written by ``save``; only scikit-learn / numpy types are trusted.
+    def load(
+        cls, path: str | os.PathLike[str], enc: Any = None, *, trusted: Sequence[str] = ()
+    ) -> DifferenceClassifier:
+        """Read a model written by ``save``. Nothing in the file runs unless its type is
+        trusted: skops' defaults, :data:`SAVED_TYPES` and the exact type names in ``trusted``
+        (for a head of your own, after reading ``skops.io.get_untrusted_types(file=path)``).
+        Any other type raises ``ValueError`` naming it.
 
         ``enc=None`` rebuilds the (uncached) encoder it was trained with; pass an encoder
         (``cached(...)`` too) to use that one. Either way its fingerprint must match the
         stored one, else :class:`FingerprintMismatchError` names both.
         """
-        payload = _load_payload(os.fspath(path))
+        payload = _load_payload(os.fspath(path), trusted)
         if enc is None:
             enc = _saved_encoder(payload["encoder"])
         stored, given = payload["fingerprint"], enc.fingerprint()
@@ -312,29 +332,48 @@ def _saved_encoder(dump: dict[str, Any] | None) -> Any:
     return EncoderSpec(**dump).build()
 
 
-def _load_payload(path: str) -> dict[str, Any]:
+def _load_payload(path: str, trusted: Sequence[str] = ()) -> dict[str, Any]:
     import skops.io
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path!r}")
+    if isinstance(trusted, str):
+        raise TypeError("trusted must be a list of exact type names, not one string")
     try:
         untrusted = skops.io.get_untrusted_types(file=path)
     except Exception as exc:  # not a zip / not a skops file
         raise ValueError(
             f"{path!r} is not a model saved by DifferenceClassifier.save: {exc}"
         ) from exc
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    allowed = SAVED_TYPES | set(trusted)
+    refused = sorted(t for t in untrusted if t not in allowed)
     if refused:
         raise ValueError(
-            f"refusing to load {path!r}: it holds types outside scikit-learn / numpy: {refused}"
+            f"refusing to load {path!r}: it holds types that DifferenceClassifier.save does "
+            f"not write, which could run code on load: {refused}. Load only files you trust; "
+            "for a head of your own, pass its exact type names as load(..., trusted=[...])"
         )
-    payload = skops.io.load(path, trusted=untrusted)
+    try:
+        payload = skops.io.load(path, trusted=sorted(untrusted))
+    except Exception as exc:  # a damaged or hand-made schema
+        raise ValueError(
+            f"{path!r} is not a model saved by DifferenceClassifier.save: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path!r} is not a model saved by DifferenceClassifier.save")
     if payload.get("version") != FORMAT_VERSION:
         raise ValueError(
             f"{path!r} has format version {payload.get('version')}; "
             f"this embetter-core reads version {FORMAT_VERSION}"
+        )
+    missing = [key for key in _PAYLOAD_KEYS if key not in payload]
+    head = payload.get("clf_head_")
+    if missing or not (hasattr(head, "predict_proba") and hasattr(head, "classes_")):
+        what = f"lacks {missing}" if missing else "holds no fitted classifier head"
+        raise ValueError(
+            f"{path!r} {what}; it is damaged or was not written by DifferenceClassifier.save "
+            "(train and save the model again)"
         )
     return payload
 

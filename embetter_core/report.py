@@ -1,5 +1,8 @@
 """Renderings of a :class:`~embetter_core.dedupe.DuplicateReport`: CSV, HTML, markdown.
 
+``pairs.csv`` lists the pairs; ``removed.csv`` the rows to drop, each with the kept row it
+duplicates (:func:`write_removed_csv`).
+
 ``texts`` is either a mapping ``id -> text``, a sequence in the report's row order, or
 ``None``. ``extra`` is a dict of further facts to show (corpus path, model fingerprint,
 skipped rows, cache hits / misses...). Nothing here imports Prefect: the flow turns
@@ -14,6 +17,9 @@ skipped rows, cache hits / misses...). Nothing here imports Prefect: the flow tu
 >>> print(write_pairs_csv(report, texts, folder / "pairs.csv").read_text().strip())
 id_a,id_b,score,text_a,text_b
 a,b,0.96,cat,<b>cats</b>
+>>> print(write_removed_csv(report, folder / "removed.csv", texts).read_text().strip())
+id,kept_id,similarity,cluster,exact
+b,a,0.96,0,false
 >>> "&lt;b&gt;cats&lt;/b&gt;" in write_html(report, texts, folder / "report.html").read_text()
 True
 >>> top_pairs_table(report, texts)
@@ -90,6 +96,27 @@ def write_pairs_csv(
     return write_atomic(path, buf.getvalue())
 
 
+def write_removed_csv(
+    report: DuplicateReport, path: str | os.PathLike[str], texts: Texts = None
+) -> Path:
+    """Write one row per removed row: ``id, kept_id, similarity, cluster, exact``.
+
+    ``kept_id`` is the kept row it duplicates, ``similarity`` their cosine (never empty),
+    ``cluster`` its index in ``report.clusters``, ``exact`` (``true``/``false``) whether the
+    two texts are identical (see :meth:`DuplicateReport.removed_frame`). Rows in input order.
+    Returns the path.
+    """
+    frame = report.removed_frame(_lookup(report, texts))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(list(frame.columns))
+    for row in frame.itertuples(index=False):
+        writer.writerow(
+            [row.id, row.kept_id, row.similarity, row.cluster, "true" if row.exact else "false"]
+        )
+    return write_atomic(path, buf.getvalue())
+
+
 def _check_probabilities(
     report: DuplicateReport, probabilities: Sequence[float] | None
 ) -> list[float] | None:
@@ -146,6 +173,7 @@ def _headline(report: DuplicateReport) -> list[tuple[str, str]]:
         ("rows", f"{s['rows']:,}"),
         ("method", s["method"]),
         ("threshold", f"{s['threshold']:g}"),
+        ("keep rule", s["keep"]),
         ("recall estimate", _recall_text(report)),
         ("duplicate pairs", f"{s['pairs']:,}"),
         ("clusters", f"{s['clusters']:,}"),
@@ -173,7 +201,10 @@ def markdown_summary(report: DuplicateReport, extra: dict[str, Any] | None = Non
     """
 
     def cell(value: str) -> str:
-        return value.replace("|", "\\|").replace("\n", " ")
+        # Ids and texts come from the corpus: escape HTML (the Prefect UI renders it) and the
+        # markdown that would make links, images, code or emphasis of them.
+        value = html.escape(value, quote=False)
+        return value.translate({ord(c): "\\" + c for c in "\\`*_[]|~"}).replace("\n", " ")
 
     lines = ["# Near-duplicate report", "", "| | |", "|---|---|"]
     lines += [f"| {cell(k)} | {cell(v)} |" for k, v in _headline(report) + _extra_rows(extra)]
@@ -182,7 +213,10 @@ def markdown_summary(report: DuplicateReport, extra: dict[str, Any] | None = Non
         for members in report.clusters[:5]:
             shown = ", ".join(str(m) for m in members[:8])
             more = f", … ({len(members) - 8} more)" if len(members) > 8 else ""
-            lines.append(f"- {len(members)} rows, kept `{members[0]}`: {cell(shown)}{more}")
+            kept = [m for m in members if m not in report.removed]
+            named = ", ".join(cell(str(m)) for m in kept[:3])
+            named += f" and {len(kept) - 3} more" if len(kept) > 3 else ""
+            lines.append(f"- {len(members)} rows, kept {named}: {cell(shown)}{more}")
     return "\n".join(lines) + "\n"
 
 
@@ -267,16 +301,30 @@ def write_html(
     ]
     if not report.clusters:
         parts.append("<p>No duplicate clusters at this threshold.</p>")
-    for number, members in enumerate(report.clusters[:max_clusters], start=1):
-        parts.append(f"<h3>Cluster {number}: {len(members):,} rows</h3><table>")
-        parts.append("<tr><th>id</th><th>role</th><th>similarity to kept</th><th>text</th></tr>")
-        for member in members[:max_members]:
-            if member == members[0]:
-                role, score, cls = "kept", "", ' class="kept"'
+    if report.clusters:
+        parts.append(
+            f"<p>Rows are taken in keep order ({esc(str(report.keep))}); a row is removed when "
+            "it is a near-duplicate of a row already kept, so a cluster can keep several "
+            "rows. Kept rows come first.</p>"
+        )
+    for number, members in enumerate(report.clusters[:max_clusters]):
+        kept = [m for m in members if m not in report.removed]
+        parts.append(
+            f"<h3>Cluster {number + 1}: {len(members):,} rows, {len(kept):,} kept "
+            f"<small>(cluster {number} in removed.csv)</small></h3><table>"
+        )
+        parts.append(
+            "<tr><th>id</th><th>role</th><th>duplicate of</th><th>similarity</th><th>text</th></tr>"
+        )
+        shown = kept + [m for m in members if m in report.removed]
+        for member in shown[:max_members]:
+            if member in report.removed:
+                of, score = report.removed[member]
+                role, cells, cls = "removed", f"<td>{esc(str(of))}</td><td>{score:.4f}</td>", ""
             else:
-                role, score, cls = "removed", f"{report.removed[member][1]:.4f}", ""
+                role, cells, cls = "kept", "<td></td><td></td>", ' class="kept"'
             parts.append(
-                f"<tr{cls}><td>{esc(str(member))}</td><td>{role}</td><td>{score}</td>"
+                f"<tr{cls}><td>{esc(str(member))}</td><td>{role}</td>{cells}"
                 f'<td class="text">{esc(_text(lookup, member, max_chars))}</td></tr>'
             )
         parts.append("</table>")

@@ -32,6 +32,7 @@ from embetter_core.base import EmbeddingEncoder
 ENCODERS: dict[str, str] = {
     "sentence": "embetter_core.text:SentenceEncoder",
     "clip": "embetter_core.vision:ClipEncoder",
+    "static": "embetter_core.static:StaticEncoder",
 }
 DEFAULT_KIND = "sentence"  # the kind of a bare model name, e.g. "all-MiniLM-L6-v2"
 _KIND_LIKE = re.compile(r"[a-z][a-z0-9_]+")  # "KIND:" prefixes; "hf-hub:", "C:" are not kinds
@@ -70,7 +71,8 @@ class EncoderSpec(BaseModel):
 
     Attributes:
         kind: a registered encoder kind (:data:`ENCODERS`): ``"sentence"``
-            (sentence-transformers) or ``"clip"`` (open_clip, images + text).
+            (sentence-transformers), ``"clip"`` (open_clip, images + text) or ``"static"``
+            (model2vec; ``model`` ``None`` distils all-MiniLM-L6-v2 once).
         model: model name or local path; ``None`` is the kind's default.
         pretrained: CLIP only: an open_clip pretrained tag or a local checkpoint path.
         batch_size: items per forward pass (per remote call with ``backend="modal"``).

@@ -42,16 +42,20 @@ HOME_ENV = "EMBETTER_CORE_HOME"
 #: Written last into a distilled folder: its settings and every file's sha256.
 MANIFEST = "embetter-static.json"
 #: Distillation settings besides ``pca_dims``: model2vec's defaults, spelled out so the
-#: cache key and the fingerprint keep meaning the same if model2vec changes a default.
+#: cache key and the fingerprint keep meaning the same if model2vec changes a default. The
+#: source model runs on the CPU even where a GPU is free: about 20 s once, and the same
+#: weights (so the same fingerprint and cache) on every machine that distils.
 DISTILL_DEFAULTS: dict[str, Any] = {
     "sif_coefficient": 1e-4,
     "quantize_to": "float16",
     "pooling": "mean",
+    "device": "cpu",
 }
 _INSTALL_HINT = "pip install 'model2vec>=0.10,<0.11' 'skeletoken>=0.6,<0.7'"
 #: Where the weights and the tokenizer lie in the folder layouts model2vec reads.
 _WEIGHTS = ("model.safetensors", "0_StaticEmbedding/model.safetensors")
 _TOKENIZER = ("tokenizer.json", "0_StaticEmbedding/tokenizer.json")
+_MODEL_PARAMS = ("name", "pca_dims", "source")  # the parameters that pick the model
 _digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256
 
 
@@ -99,6 +103,24 @@ class StaticEncoder(EmbeddingEncoder):
         self.source = source
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
+
+    def set_params(self, **params: Any) -> StaticEncoder:
+        """As scikit-learn's; a new ``name``, ``pca_dims`` or ``source`` drops the loaded model."""
+        if any(k in params and params[k] != getattr(self, k) for k in _MODEL_PARAMS):
+            for key in [k for k in self.__dict__ if k.startswith("_lazy_")]:
+                del self.__dict__[key]
+        return super().set_params(**params)
+
+    # EncoderSpec kind "static" uses the base's defaults (model -> name, batch_size); a spec
+    # cannot carry pca_dims or source, so ModalEncoder's wire check refuses other values.
+    def check_remote(self) -> None:
+        """Refuse Modal offload: a static model encodes thousands of texts/s on a laptop CPU,
+        faster than a round trip to a remote GPU, and a container distilling on its own
+        hardware may not reproduce this machine's weights (part of the fingerprint)."""
+        raise ValueError(
+            "StaticEncoder runs locally (thousands of texts/s on a CPU, faster than a round "
+            "trip to a Modal GPU); drop --backend modal, or offload a sentence / clip encoder"
+        )
 
     # -- where the model lies -----------------------------------------------------------------
     def distill_settings(self) -> dict[str, Any]:
@@ -156,9 +178,9 @@ class StaticEncoder(EmbeddingEncoder):
         """The loaded ``model2vec.StaticModel`` (distils or loads it on first use)."""
         model = self.__dict__.get("_lazy_model")
         if model is None:
+            folder = self._resolved()["folder"]
             from model2vec import StaticModel
 
-            folder = self._resolved()["folder"]
             try:
                 model = StaticModel.from_pretrained(folder, force_download=False)
             except Exception as exc:  # safetensors / tokenizers raise their own types
@@ -200,9 +222,12 @@ def static_home() -> Path:
     return Path(cache).expanduser() / "embetter-core" / "static"
 
 
-def folder_problem(folder: str | os.PathLike[str]) -> str | None:
-    """Why a distilled folder cannot be trusted (missing, no manifest, a file changed), or
-    ``None`` when every file matches its manifest's sha256."""
+def folder_problem(
+    folder: str | os.PathLike[str], settings: dict[str, Any] | None = None
+) -> str | None:
+    """Why a distilled folder cannot be trusted (missing, no manifest, a file changed, other
+    distillation ``settings`` than asked for), or ``None`` when every file matches its
+    manifest's sha256."""
     folder = Path(folder)
     if not folder.is_dir():
         return f"{folder} is not a folder"
@@ -210,25 +235,30 @@ def folder_problem(folder: str | os.PathLike[str]) -> str | None:
         manifest = _read_manifest(folder)
     except FileNotFoundError:
         return f"{folder} has no {MANIFEST} (it was not written completely)"
-    except (ValueError, KeyError, TypeError) as exc:
-        return f"{folder}/{MANIFEST} is unreadable ({exc})"
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"{folder}/{MANIFEST} is unreadable ({exc!r})"
     for rel, expected in manifest["files"].items():
         path = folder / rel
         if not path.is_file():
             return f"{path} is missing"
         if _sha256_memo(path) != expected:
             return f"{path} does not match the sha256 in {MANIFEST}"
+    if settings is not None and (
+        other := {k: manifest.get(k) for k, v in settings.items() if manifest.get(k) != v}
+    ):
+        return f"{folder} was distilled with other settings ({other})"
     return None
 
 
 # -- distillation into the cache ----------------------------------------------------------------
 def _ensure_distilled(folder: Path, enc: StaticEncoder) -> Path:
     """``folder`` ready to load: verified, or distilled (again) under a file lock."""
-    if folder_problem(folder) is None:
+    settings = enc.distill_settings()
+    if folder_problem(folder, settings) is None:
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     with _file_lock(folder.parent / f".{folder.name}.lock") as locked:
-        problem = folder_problem(folder)  # another process may have finished meanwhile
+        problem = folder_problem(folder, settings)  # another process may have finished
         if problem is None:
             return folder
         if folder.exists():

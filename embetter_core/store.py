@@ -4,7 +4,9 @@ Layout (readable with plain h5py: ``h5py.File(path)["embeddings"][:]``):
 
 - ``ids``: ``(n,)`` UTF-8 strings; ``embeddings``: ``(n, dim)`` float32, chunked by rows;
 - attributes ``format``, ``format_version``, ``fingerprint`` (the encoder's), ``dim``, ``n``,
-  ``created`` (ISO 8601, UTC), ``source``, ``corpus_hash``.
+  ``created`` (ISO 8601, UTC), ``source``, ``corpus_hash``;
+- after a dedupe, ``kept``: ``(n,)`` bool, False for the rows the dedupe removed, with the
+  decision's settings as its attributes (``threshold``, ``keep``, ...); see :func:`write_kept`.
 
 Writing is atomic: :meth:`EmbeddingStore.create` makes a temporary file beside the target,
 named ``.<name>.<host>.<pid>.<token>.tmp``; rows are written into it by :func:`write_rows`
@@ -32,13 +34,14 @@ from typing import Any
 import numpy as np
 
 from embetter_core.errors import IncompleteStoreError, OutputNotWritableError, StoreError
-from embetter_core.files import replace_durably
+from embetter_core.files import atomic_path, replace_durably
 
 FORMAT = "embetter-core/embedding-store"
 FORMAT_VERSION = 1
 _WRITTEN = "written"  # bookkeeping dataset of the temporary file, dropped by commit()
 _OVERWRITE = "_overwrite"  # bookkeeping attribute: may commit() replace an existing file?
 _OPEN_RETRY_S = 60.0  # how long to retry an HDF5 file lock held by another process
+KEPT = "kept"  # the dataset write_kept adds: one bool per row
 
 
 # -- paths ------------------------------------------------------------------------------
@@ -454,6 +457,70 @@ class StoreWriter:
             self.commit()
 
 
+def write_kept(
+    path: str | os.PathLike[str],
+    kept: Sequence[bool] | np.ndarray,
+    *,
+    ids: Sequence[str] | None = None,
+    **attrs: Any,
+) -> Path:
+    """Record a dedupe decision in the finished store ``path``: a ``kept`` bool dataset (one
+    flag per row, row order; False = removed), with ``attrs`` (e.g. ``threshold``, ``keep``)
+    as its attributes. A later step filters with ``store.kept`` and no report. With ``ids``
+    (the ids the flags follow, e.g. ``report.ids``), a store whose rows are other ids or in
+    another order is refused.
+
+    Atomic: the store is copied beside itself, the copy gets the dataset (replacing an
+    earlier one), and it is renamed over the store; a crash leaves the old file whole.
+    The copy costs one read and write of the file.
+
+    >>> import tempfile, pathlib, numpy as np
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "v.h5"
+    >>> with EmbeddingStore.create(path, n=3, dim=2, fingerprint="demo") as writer:
+    ...     writer.write(0, ["a", "b", "c"], np.ones((3, 2)))
+    >>> _ = write_kept(path, [True, False, True], threshold=0.85, keep="first")
+    >>> with EmbeddingStore.open(path) as store:
+    ...     store.kept.tolist(), store.kept_attrs["keep"]
+    ([True, False, True], 'first')
+    """
+    import shutil
+
+    final = Path(path).expanduser().absolute()
+    flags = np.asarray(kept)
+    if flags.dtype != np.bool_:
+        raise ValueError(f"kept must be booleans, got dtype {flags.dtype}")
+    with EmbeddingStore.open(final) as store:  # checks it is a finished store
+        n = len(store)
+        if flags.shape != (n,):
+            raise ValueError(f"kept has shape {flags.shape}; the store {final} has {n} rows")
+        if ids is not None and list(ids) != store.ids:
+            pairs = enumerate(zip(ids, store.ids, strict=False))  # lengths may differ
+            at = next((r for r, (a, b) in pairs if a != b), min(len(ids), n))
+            raise StoreError(
+                f"the kept flags follow other ids than the store {final}: first difference "
+                f"at row {at}; was the report made from another store?"
+            )
+    with atomic_path(final) as tmp:
+        shutil.copyfile(final, tmp)
+        with contextlib.closing(_open_h5(tmp, "r+")) as f:
+            if KEPT in f:
+                del f[KEPT]
+            dataset = f.create_dataset(KEPT, data=flags.astype(bool))
+            dataset.attrs.update({k: _attr_value(v) for k, v in attrs.items()})
+            dataset.attrs["removed"] = int(n - flags.sum())
+    return final
+
+
+def _attr_value(value: Any) -> Any:
+    """A value HDF5 can hold as an attribute (None as an empty string, other objects as
+    their text)."""
+    if value is None:
+        return ""
+    if isinstance(value, str | bool | int | float | np.generic):
+        return value
+    return str(value)
+
+
 # -- the store --------------------------------------------------------------------------
 
 
@@ -590,6 +657,22 @@ class EmbeddingStore:
             arr = self.dataset[:]
             self.__dict__["_lazy_embeddings"] = arr
         return arr
+
+    @property
+    def kept(self) -> np.ndarray | None:
+        """The dedupe decision :func:`write_kept` recorded: one bool per row (False =
+        removed), or None when none was recorded."""
+        if KEPT not in self._file:
+            return None
+        return self._file[KEPT][:].astype(bool)
+
+    @property
+    def kept_attrs(self) -> dict[str, Any]:
+        """The recorded decision's settings (``threshold``, ``keep``, ``removed``, ...);
+        empty when none was recorded."""
+        if KEPT not in self._file:
+            return {}
+        return {k: _attr(v) for k, v in self._file[KEPT].attrs.items()}
 
     def iter_blocks(self, rows: int = 10_000) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, block)`` with consecutive blocks of at most ``rows`` rows."""

@@ -24,8 +24,9 @@ from embetter_core._device import (
 from embetter_core.base import EmbeddingEncoder, as_float32, pick_device
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-_BLOCK = 65_536  # texts the device path sorts, encodes and copies back together
-_TOKENIZE_CALL = 4_096  # texts per tokenizer call on a worker thread
+_BLOCK = 32_768  # texts the device path sorts, encodes and copies back together
+_TOKENIZE_CALL = 4_096  # at most this many texts per tokenizer call on a worker thread,
+_TOKENIZE_MIN = 256  # at least this many (a small block is still spread over the threads)
 _log = logging.getLogger(__name__)
 _PACKAGED_NAMES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 
@@ -71,12 +72,13 @@ class SentenceEncoder(EmbeddingEncoder):
     ``benchmarks/gpu_check.py`` prints it). So a cache filled on a GPU at fp16 keeps serving
     CPU runs at fp32, and ``ModalEncoder``'s fingerprint stays its local encoder's.
 
-    On CUDA, ``transform`` takes a device path that keeps the GPU fed: all texts are
-    tokenized up front in large calls on several threads, sorted by token count, each batch
-    is padded from the token ids in a background thread while the previous one runs, copied
-    from pinned memory without waiting, pooled and normalised on the GPU by the model's own
-    modules, and the vectors come back once per block of 65,536 texts. Elsewhere it keeps
-    the per-batch ``SentenceTransformer.encode`` path. Both give vectors in input order.
+    On CUDA, ``transform`` takes a device path that keeps the GPU fed. Texts are tokenized
+    once, in calls of up to 4,096 on several threads (the next block of 32,768 while the
+    current one runs), and sorted by token count within a block. Each batch is padded from
+    the token ids in a background thread while the previous one runs, and copied from
+    pinned memory without waiting. The model's own modules pool and normalise on the GPU,
+    and the vectors come back once per block. Elsewhere it keeps the per-batch
+    ``SentenceTransformer.encode`` path. Both give the same vectors, in input order.
 
     >>> enc = SentenceEncoder()
     >>> enc.transform(["hello world", ""]).shape
@@ -215,11 +217,11 @@ class SentenceEncoder(EmbeddingEncoder):
             autocast(self.precision, device.type),
         ):
             model.eval()
-            tokenizing = plan.tokenize_async(pool, texts, *spans[0])
-            for k, (start, _) in enumerate(spans):
+            tokenizing = plan.tokenize_async(pool, threads, texts, *spans[0])
+            for block, (start, _) in enumerate(spans):
                 table = _TokenTable.concat([part.result() for part in tokenizing])
-                if k + 1 < len(spans):  # tokenize the next block while this one runs
-                    tokenizing = plan.tokenize_async(pool, texts, *spans[k + 1])
+                if block + 1 < len(spans):  # tokenize the next block while this one runs
+                    tokenizing = plan.tokenize_async(pool, threads, texts, *spans[block + 1])
                 order = np.argsort(-table.lengths, kind="stable")
                 batches = [order[at : at + size] for at in range(0, len(order), size)]
                 copier = BlockCopier(out, block_rows=_BLOCK)
@@ -227,7 +229,9 @@ class SentenceEncoder(EmbeddingEncoder):
                 ready = prefetched(prepare, batches, depth=2)
                 with contextlib.closing(ready):
                     for rows, host in zip(batches, ready, strict=True):
-                        features = {k: v.to(device, non_blocking=pin) for k, v in host.items()}
+                        features = {
+                            name: value.to(device, non_blocking=pin) for name, value in host.items()
+                        }
                         features.update(plan.extra)
                         copier.add(rows + start, model(features)["sentence_embedding"])
                         progress.update(1)
@@ -394,12 +398,14 @@ class _TokenPlan:
         return _TokenTable(lengths, _starts(lengths), columns)
 
     def tokenize_async(
-        self, pool: Executor, texts: list[str], start: int, stop: int
+        self, pool: Executor, threads: int, texts: list[str], start: int, stop: int
     ) -> list[Future[_TokenTable]]:
-        """``texts[start:stop]`` tokenized in calls of a few thousand on ``pool``'s threads."""
+        """``texts[start:stop]`` tokenized on ``pool``'s ``threads`` threads, in calls of
+        ``_TOKENIZE_MIN`` to ``_TOKENIZE_CALL`` texts (as many as keep every thread busy)."""
+        size = min(_TOKENIZE_CALL, max(_TOKENIZE_MIN, -(-(stop - start) // threads)))
         return [
-            pool.submit(self.tokenize, texts[at : min(at + _TOKENIZE_CALL, stop)])
-            for at in range(start, stop, _TOKENIZE_CALL)
+            pool.submit(self.tokenize, texts[at : min(at + size, stop)])
+            for at in range(start, stop, size)
         ]
 
     def features(self, table: _TokenTable, rows: np.ndarray, pin: bool) -> dict[str, Any]:

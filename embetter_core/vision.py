@@ -1,7 +1,8 @@
 """``ClipEncoder`` (images and texts into one open_clip space) and ``ImageLoader``.
 
 Inputs to :class:`ClipEncoder` are PIL images, image files (a ``pathlib.Path``, or a ``str``
-ending in an image extension such as ``.jpg``) and plain strings, which are encoded as text.
+ending in an image extension such as ``.jpg``) and plain strings, which are encoded as text;
+:meth:`ClipEncoder.text_items` marks strings as texts whatever they end in (a text corpus).
 A file is cached under the sha256 of its bytes, a PIL image under a hash of its pixels, a text
 under itself.
 """
@@ -31,7 +32,7 @@ from embetter_core.base import (
     content_key,
     pick_device,
 )
-from embetter_core.errors import UnreadableImageError
+from embetter_core.errors import ImageTooLargeError, UnreadableImageError
 from embetter_core.files import IMAGE_SUFFIXES, file_sha256
 
 if TYPE_CHECKING:
@@ -41,15 +42,31 @@ _CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".safetensors", ".ckpt"
 _file_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256
 
 
+class TextItem(str):
+    """A string :class:`ClipEncoder` encodes as a text even when it looks like an image path
+    (``ClipEncoder.text_items`` makes them; a text corpus's rows are texts, not files).
+
+    >>> is_image_path(TextItem("cat.png")), is_image_path("cat.png")
+    (False, True)
+    """
+
+    __slots__ = ()
+
+
 def is_image_path(item: Any) -> bool:
-    """True for a ``Path`` and for a ``str`` ending in an image extension (any case).
+    """True for a ``Path`` and for a ``str`` ending in an image extension (any case), except
+    a :class:`TextItem`.
 
     >>> is_image_path("photos/cat.JPG"), is_image_path("a photo of a cat")
     (True, False)
     """
     if isinstance(item, os.PathLike):
         return True
-    return isinstance(item, str) and os.path.splitext(item)[1].lower() in IMAGE_SUFFIXES
+    return (
+        isinstance(item, str)
+        and not isinstance(item, TextItem)
+        and os.path.splitext(item)[1].lower() in IMAGE_SUFFIXES
+    )
 
 
 def image_file_key(path: str | os.PathLike[str]) -> tuple[str, str]:
@@ -57,31 +74,143 @@ def image_file_key(path: str | os.PathLike[str]) -> tuple[str, str]:
     return ("sha256", file_sha256(path))
 
 
-def load_image(path: str | os.PathLike[str], convert: str | None = "RGB") -> Image.Image:
-    """Read an image file fully and convert it to mode ``convert`` (``None`` keeps its mode).
+#: Images with more pixels than this are refused, before they are decoded:
+#: :class:`~embetter_core.errors.ImageTooLargeError` here, an invalid row (``--skip-invalid``
+#: lists it) at ingest. Well below PIL's own bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``,
+#: ~89 Mpx warns, twice that fails): a PNG is decoded in full once, at up to 4 bytes a pixel,
+#: so one image needs at most ~200 MB while it is read.
+MAX_IMAGE_PIXELS = 50_000_000
+#: Images with more pixels than this are decoded reduced, by the smallest whole factor that
+#: brings them to at most this many pixels (a JPEG scaled while it is decoded, ``draft``;
+#: other formats box-averaged after, ``reduce``): each image kept for a batch then holds at
+#: most ~67 MB. The model sees 224 px, so vectors barely move; images up to this size
+#: (a 12 Mpx phone photo, 4096 x 4096) are decoded as they are, their vectors unchanged.
+REDUCE_ABOVE_PIXELS = 4096 * 4096
 
-    A missing file raises ``FileNotFoundError``, an undecodable one
-    :class:`UnreadableImageError`; both name the file.
+
+def load_image(path: str | os.PathLike[str], convert: str | None = "RGB") -> Image.Image:
+    """Read an image file and convert it to mode ``convert`` (``None`` keeps its mode).
+
+    An image larger than :data:`REDUCE_ABOVE_PIXELS` comes back reduced to at most that many
+    pixels; one larger than :data:`MAX_IMAGE_PIXELS` is refused with
+    :class:`~embetter_core.errors.ImageTooLargeError`. A missing file raises
+    ``FileNotFoundError``, an undecodable one :class:`UnreadableImageError`; all name the file.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "wide.png"
+    >>> Image.new("L", (4100, 4100)).save(path)
+    >>> load_image(path).size
+    (2050, 2050)
     """
     name = os.fspath(path)
     try:
         with Image.open(name) as image:
-            image.load()
-            return image.convert(convert) if convert and image.mode != convert else image.copy()
+            return _decoded(image, name, convert)
     except FileNotFoundError:
         raise FileNotFoundError(errno.ENOENT, "image file not found", name) from None
-    except Exception as exc:  # PIL raises OSError, SyntaxError, DecompressionBombError, ...
+    except UnreadableImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise _too_large(name, None, exc) from exc
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ...
         raise UnreadableImageError(f"cannot read image file {name!r}: {exc}", name) from exc
 
 
+def check_image(path: str | os.PathLike[str]) -> None:
+    """Raise as :func:`load_image` would on this file, as cheaply as it can be told: the
+    size limit, ``verify()`` (chunk checksums) and a full decode (a JPEG at 1/8 scale), which
+    finds data cut short that ``verify()`` misses. Ingest calls it for every image.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "dot.png"
+    >>> Image.new("RGB", (4, 3)).save(path)
+    >>> check_image(path)
+    """
+    name = os.fspath(path)
+    try:
+        with Image.open(name) as image:
+            _check_pixels(image, name)
+            image.verify()
+        with Image.open(name) as image:
+            if image.format == "JPEG":
+                image.draft(image.mode, (1, 1))  # the smallest DCT scale still reads all data
+            image.load()
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "image file not found", name) from None
+    except UnreadableImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise _too_large(name, None, exc) from exc
+    except Exception as exc:
+        raise UnreadableImageError(f"cannot read image file {name!r}: {exc}", name) from exc
+
+
+def _decoded(image: Image.Image, name: str, convert: str | None) -> Image.Image:
+    """``image`` (just opened) decoded within the size limits and converted to ``convert``."""
+    _check_pixels(image, name)
+    width, height = image.size
+    if width * height > REDUCE_ABOVE_PIXELS and image.format == "JPEG":
+        factor = _reduce_factor(width, height)
+        image.draft(image.mode, (-(-width // factor), -(-height // factor)))
+    image.load()
+    out = image
+    if out.width * out.height > REDUCE_ABOVE_PIXELS:
+        if out.mode in ("1", "P", "PA") or out.mode.startswith("I;16"):
+            # reduce() refuses these modes (and would average palette indexes)
+            out = out.convert({"1": "L", "P": "RGBA", "PA": "RGBA"}.get(out.mode, "I"))
+        out = out.reduce(_reduce_factor(out.width, out.height))
+    if convert and out.mode != convert:
+        return out.convert(convert)
+    return out.copy() if out is image else out
+
+
+def _reduce_factor(width: int, height: int) -> int:
+    """The smallest whole factor that brings ``width x height`` to REDUCE_ABOVE_PIXELS."""
+    factor = 1
+    while -(-width // factor) * -(-height // factor) > REDUCE_ABOVE_PIXELS:
+        factor += 1
+    return factor
+
+
+def _check_pixels(image: Image.Image, name: str) -> None:
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _too_large(name, (width, height))
+
+
+def _too_large(
+    name: str, size: tuple[int, int] | None, cause: BaseException | None = None
+) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"image file {name!r} is too large to decode safely ({_size_text(size, cause)}); the "
+        f"limit is {MAX_IMAGE_PIXELS:,} pixels (embetter_core.vision.MAX_IMAGE_PIXELS): shrink "
+        "the image, or leave it out (--skip-invalid lists it)",
+        name,
+        size,
+    )
+
+
+def _size_text(size: tuple[int, int] | None, cause: BaseException | None = None) -> str:
+    if size is None:
+        return f"{cause}".rstrip(".") if cause else "size unknown"
+    return f"{size[0]} x {size[1]} = {size[0] * size[1]:,} pixels"
+
+
 def _check_image_file(path: str | os.PathLike[str], pos: int) -> None:
-    """Fail early on a missing file or one whose header PIL cannot identify."""
+    """Fail early on a missing file, one whose header PIL cannot identify, or one above
+    :data:`MAX_IMAGE_PIXELS`."""
     name = os.fspath(path)
     if not os.path.isfile(name):
         raise FileNotFoundError(errno.ENOENT, f"image file at input position {pos} not found", name)
     try:
         with Image.open(name) as image:
-            image.size  # noqa: B018 - reading the header is the check
+            _check_pixels(image, name)
+    except ImageTooLargeError as exc:
+        raise ImageTooLargeError(f"input position {pos}: {exc}", name, exc.size) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(
+            f"input position {pos}: {_too_large(name, None, exc)}", name
+        ) from exc
     except Exception as exc:
         raise UnreadableImageError(
             f"cannot read image file {name!r} at input position {pos}: {exc}", name
@@ -151,6 +280,12 @@ class ClipEncoder(EmbeddingEncoder):
         "open-clip-torch",
         "pillow",
     )
+    modalities = ("text", "image")
+
+    @classmethod
+    def text_items(cls, texts: Sequence[str]) -> list[Any]:
+        """``texts`` as :class:`TextItem`: encoded as texts even when one ends in ``.png``."""
+        return [TextItem(text) for text in texts]
 
     def __init__(
         self,
@@ -250,8 +385,7 @@ class ClipEncoder(EmbeddingEncoder):
         for item in items:
             if isinstance(item, FileBytes):
                 with Image.open(io.BytesIO(item.data)) as image:
-                    image.load()
-                    out.append(image.convert("RGB") if image.mode != "RGB" else image.copy())
+                    out.append(_decoded(image, item.name, "RGB"))
             else:
                 out.append(item)
         return out
@@ -334,7 +468,7 @@ class ClipEncoder(EmbeddingEncoder):
             if is_image_path(item):
                 keys.append(image_file_key(item))
             elif isinstance(item, str):
-                keys.append(item)
+                keys.append(str(item))  # a TextItem shares the plain text's key
             else:
                 keys.append(content_key(item))
         return keys
@@ -377,11 +511,12 @@ class ClipEncoder(EmbeddingEncoder):
         preprocess = self.__dict__["_lazy_preprocess"]
         device = self.__dict__["_lazy_device"]
         if workers <= 0:
-            for chunk in _batches(positions, self.batch_size):
-                images = [self._image(items[i]) for i in chunk]
-                pixels = torch.stack([preprocess(image) for image in images]).to(device)
-                vectors = model.encode_image(pixels, normalize=True)
-                out[chunk] = vectors.float().cpu().numpy()
+            with torch.inference_mode():
+                for chunk in _batches(positions, self.batch_size):
+                    images = [self._image(items[i]) for i in chunk]
+                    pixels = torch.stack([preprocess(image) for image in images]).to(device)
+                    vectors = model.encode_image(pixels, normalize=True)
+                    out[chunk] = vectors.float().cpu().numpy()
             return
         pin = can_pin(device)
         size = max(int(self.batch_size), 1)
@@ -397,7 +532,10 @@ class ClipEncoder(EmbeddingEncoder):
             return preprocess(self._image(item))
 
         copier = BlockCopier(out, block_rows=_IMAGE_BLOCK)
-        with ThreadPoolExecutor(workers, thread_name_prefix="embetter-images") as pool:
+        with (
+            torch.inference_mode(),
+            ThreadPoolExecutor(workers, thread_name_prefix="embetter-images") as pool,
+        ):
             ready = prefetched(pixels_of, positions, depth=2 * size, pool=pool)
             with contextlib.closing(ready):
                 for chunk in _batches(positions, size):

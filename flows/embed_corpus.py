@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -36,7 +36,7 @@ from embetter_core.dedupe import DEFAULT_THRESHOLD, DuplicateReport
 from embetter_core.spec import ENCODERS, EncoderSpec
 from embetter_core.store import StoreWriter
 from flows.offline import use_offline_defaults
-from flows.params import Cli, add_options, flow_parameters, options_given
+from flows.params import Cli, add_options, flow_with_params, options_given
 from tasks.dedupe import find_duplicates_in_store
 from tasks.embed import embed_chunk
 from tasks.ingest import ingest
@@ -168,8 +168,7 @@ class EmbedParams(BaseModel):
         )
 
 
-@flow(name="embed-corpus", validate_parameters=True)
-@flow_parameters(EmbedParams)
+@flow_with_params(EmbedParams, name="embed-corpus", validate_parameters=True)
 def embed_corpus(params: EmbedParams) -> EmbedResult:
     """Embed a corpus into an HDF5 store and report its near-duplicates.
 

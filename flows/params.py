@@ -2,7 +2,12 @@
 
 Each field's type, default, constraints and ``Field(description=...)`` give the flow its
 signature (what Prefect validates, stores in a deployment and shows in the UI, descriptions
-included) and the command line its options. A new parameter is one field plus its use.
+included) and the command line its options. A new parameter is one field plus its use::
+
+    @flow_with_params(EmbedParams, name="embed-corpus")
+    def embed_corpus(params: EmbedParams) -> EmbedResult: ...
+
+    embed_corpus(input_path="corpus.csv", chunk_size=500)  # one argument per field
 
 >>> from typing import Annotated
 >>> from pydantic import BaseModel, Field
@@ -37,6 +42,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
+from prefect import Flow, flow
+from prefect.utilities.hashing import file_hash
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
@@ -103,8 +110,9 @@ def args_section(model: type[BaseModel]) -> str:
 def flow_parameters(model: type[M]) -> Callable[[Callable[[M], R]], Callable[..., R]]:
     """Decorator: ``fn(params: model)`` becomes a function of the model's fields.
 
-    Put it under ``@flow``: Prefect then sees one parameter per field (schema, validation,
-    deployments, UI descriptions), and ``fn`` gets them as one validated model.
+    Put it under ``@flow`` (or use :func:`flow_with_params`): Prefect then sees one
+    parameter per field (schema, validation, deployments, UI descriptions), and ``fn`` gets
+    them as one validated model.
     """
 
     def decorate(fn: Callable[[M], R]) -> Callable[..., R]:
@@ -118,6 +126,21 @@ def flow_parameters(model: type[M]) -> Callable[[Callable[[M], R]], Callable[...
         with_fields.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
         with_fields.__doc__ = f"{inspect.cleandoc(fn.__doc__ or '')}\n\n{args_section(model)}"
         return with_fields
+
+    return decorate
+
+
+def flow_with_params(
+    model: type[M], **flow_options: Any
+) -> Callable[[Callable[[M], R]], Flow[..., R]]:
+    """``@flow(**flow_options)`` over :func:`flow_parameters`: a Prefect flow of the fields of
+    ``model`` whose body gets one validated ``model``. Its version is the hash of the body's
+    source file, as Prefect versions a plain flow (not of this module's)."""
+
+    def decorate(fn: Callable[[M], R]) -> Flow[..., R]:
+        source = inspect.getsourcefile(fn)
+        options = {"version": file_hash(source), **flow_options} if source else flow_options
+        return flow(**options)(flow_parameters(model)(fn))
 
     return decorate
 

@@ -18,14 +18,13 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
 from embetter_core.model import FEATURES
 from embetter_core.spec import EncoderSpec
 from embetter_core.text import DEFAULT_MODEL
 from flows.offline import use_offline_defaults
-from flows.params import Cli, add_options, flow_parameters, options_given
+from flows.params import Cli, add_options, flow_with_params, options_given
 from tasks.train import (
     ARTIFACT_KEY,
     evaluate,
@@ -93,8 +92,7 @@ class TrainParams(BaseModel):
         return self.eval_dir or str(Path(self.output).resolve().parent)
 
 
-@flow(name="train-difference")
-@flow_parameters(TrainParams)
+@flow_with_params(TrainParams, name="train-difference")
 def train_difference(params: TrainParams) -> dict[str, Any]:
     """Load, split, fit, evaluate, save; returns the evaluation (also in ``eval.json``)."""
     frame = load_pairs(params.pairs, params.text_a, params.text_b, params.label, params.group)

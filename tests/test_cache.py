@@ -201,3 +201,125 @@ def test_read_many_matches_diskcache_get_for_every_kind_of_value(tmp_path):
             assert vec.dtype == values[key].dtype
             np.testing.assert_array_equal(vec, values[key])
             np.testing.assert_array_equal(vec, store[key])
+
+
+# -- issue 12: the cache checks what it reads -------------------------------------------------
+def _sql(folder, query: str, *args) -> list:
+    import sqlite3
+
+    con = sqlite3.connect(str(folder / "cache.db"))
+    try:
+        with con:
+            return con.execute(query, args).fetchall()
+    finally:
+        con.close()
+
+
+def test_a_vector_copied_over_another_is_encoded_again_and_logged(tmp_path, caplog):
+    """Row 10 took row 200's bytes (and checksum): it was served silently, a pair at 1.0."""
+    folder = tmp_path / "c"
+    texts = [f"text number {i}" for i in range(201)]
+    inner = RecordingEncoder()
+    first = cached(folder, inner).transform(texts)
+    _sql(
+        folder,
+        "UPDATE Cache SET value = (SELECT value FROM Cache WHERE key = ?),"
+        " tag = (SELECT tag FROM Cache WHERE key = ?) WHERE key = ?",
+        texts[200],
+        texts[200],
+        texts[10],
+    )
+    assert np.array_equal(diskcache.Cache(str(folder))[texts[10]], first[200])  # the damage
+
+    enc = cached(folder, inner)
+    with caplog.at_level("WARNING", logger="embetter_core.cache"):
+        again = enc.transform(texts)
+    assert inner._lazy_calls[1:] == [[texts[10]]]  # only the damaged row is encoded again
+    assert enc.last_stats_ == {"items": 201, "unique": 201, "hits": 200, "misses": 1}
+    np.testing.assert_allclose(again, first, atol=1e-5)
+    assert float(again[10] @ again[200]) < 0.99
+    [record] = [r for r in caplog.records if r.name == "embetter_core.cache"]
+    assert record.levelname == "WARNING" and "1 cached vector(s) failed their checksum" in (
+        record.getMessage()
+    )
+    assert str(folder) in record.getMessage()
+    enc.transform(texts)  # repaired on disk: all hits now
+    assert enc.last_stats_["hits"] == 201 and len(inner._lazy_calls) == 2
+
+
+def test_one_flipped_byte_is_a_miss(tmp_path, sentence_encoder, caplog):
+    folder = tmp_path / "c"
+    first = cached(folder, sentence_encoder).transform(["alpha", "beta"])
+    [(blob,)] = _sql(folder, "SELECT value FROM Cache WHERE key = 'beta'")
+    flipped = bytearray(blob)
+    flipped[-20] ^= 0x01  # one bit of one float
+    _sql(folder, "UPDATE Cache SET value = ? WHERE key = 'beta'", bytes(flipped))
+    enc = cached(folder, sentence_encoder)
+    with caplog.at_level("WARNING", logger="embetter_core.cache"):
+        np.testing.assert_allclose(enc.transform(["alpha", "beta"]), first, atol=1e-5)
+    assert enc.last_stats_["misses"] == 1 and "failed their checksum" in caplog.text
+
+
+def test_vectors_without_checksum_are_encoded_again_once(tmp_path, sentence_encoder, caplog):
+    """A cache written before checksums (diskcache rows without a tag): each such vector is a
+    miss once, encoded again and stored with its checksum; an info line says how many."""
+    folder = tmp_path / "old"
+    enc = cached(folder, sentence_encoder)
+    fresh = enc.transform(["one", "two", "three"])
+    _sql(folder, "UPDATE Cache SET tag = NULL WHERE key IN ('one', 'two')")  # as before
+    with caplog.at_level("INFO", logger="embetter_core.cache"):
+        np.testing.assert_allclose(enc.transform(["one", "two", "three"]), fresh, atol=1e-5)
+    assert enc.last_stats_["misses"] == 2 and "2 cached vector(s) have no checksum" in caplog.text
+    enc.transform(["one", "two", "three"])
+    assert enc.last_stats_["hits"] == 3
+    assert len(diskcache.Cache(str(folder))) == 3 + 1  # replaced, not duplicated
+
+
+def test_vectors_kept_in_files_are_checked_too(tmp_path):
+    """Vectors over 32 kB live in files beside the database; a changed file is a miss."""
+    folder = tmp_path / "big"
+    enc = cached(folder, ProjectionEncoder(dim=10_000))
+    items = [np.arange(4.0), np.ones(4)]
+    first = enc.transform(items)
+    files = sorted(p for p in folder.rglob("*.val"))
+    assert len(files) == 2
+    data = bytearray(files[0].read_bytes())
+    data[-30] ^= 0xFF
+    files[0].write_bytes(bytes(data))
+    np.testing.assert_array_equal(enc.transform(items), first)
+    assert enc.last_stats_["misses"] == 1 and enc.encoder._lazy_calls == [2, 1]
+    enc.transform(items)
+    assert enc.last_stats_["hits"] == 2
+    assert len(list(folder.rglob("*.val"))) == 2  # the damaged file was replaced, not left
+
+
+def test_damaged_database_is_named_and_never_retried(tmp_path, sentence_encoder):
+    from embetter_core.errors import CacheCorruptError
+    from tasks.retry import is_transient
+    from tests.test_bad_input import not_a_database
+
+    folder = not_a_database(tmp_path / "mycache")
+    with pytest.raises(CacheCorruptError) as info:
+        cached(folder, sentence_encoder).transform(["x"])
+    assert info.value.folder == str(folder)
+    message = str(info.value)
+    assert f"the embedding cache {str(folder)!r} is damaged" in message
+    assert "Delete the folder" in message and "--cache-dir" in message
+    again = pickle.loads(pickle.dumps(info.value))  # crosses process boundaries whole
+    assert type(again) is CacheCorruptError and again.folder == str(folder)
+
+    class Failed:  # the one method of a Prefect state that is_transient calls
+        def result(self):
+            raise info.value
+
+    assert is_transient(None, None, Failed()) is False
+
+
+def test_busy_database_is_not_called_damaged(tmp_path):
+    import sqlite3
+
+    from embetter_core.cache import named_if_damaged
+
+    locked = pytest.raises(sqlite3.OperationalError, match="database is locked")
+    with locked, named_if_damaged(str(tmp_path)):
+        raise sqlite3.OperationalError("database is locked")

@@ -412,3 +412,90 @@ def test_texts_by_id_and_from_texts_with_ids():
     assert corpus.texts_by_id() == {"1": "x", "2": "y"}
     with pytest.raises(ValueError, match="row 1 \\(id '1'\\): duplicate id"):
         Corpus.from_texts(["x", "y"], ids=["1", 1])
+
+
+# -- issue 12: what the encoder could not read is refused at ingest -----------------------------
+def test_images_cut_short_or_too_large_are_invalid_rows(tmp_path):
+    """verify() passed these; the encoder then failed mid-run, even with --skip-invalid."""
+    from tests.test_bad_input import truncated_jpeg, write_photo, write_png
+
+    folder = tmp_path / "imgs"
+    write_photo(folder / "a.png")
+    write_png(folder / "b_short.png", 64, 64, finish=False)
+    truncated_jpeg(folder / "c_cut.jpg")
+    write_png(folder / "d_huge.png", 12_000, 12_000)
+    write_png(folder / "e_large.png", 6000, 6000)  # decoded reduced, not refused
+    with pytest.raises(CorpusError) as info:
+        read_corpus(folder)
+    message = str(info.value)
+    assert "3 invalid row(s) of 5" in message and "--skip-invalid" in message
+    assert "row 1 (id 'b_short.png'): unreadable image: OSError: image file is truncated" in message
+    assert "row 2 (id 'c_cut.jpg'): unreadable image: OSError: image file is truncated" in message
+    assert (
+        "row 3 (id 'd_huge.png'): image too large (12000 x 12000 = 144,000,000 pixels; "
+        "the limit is 50,000,000 pixels)" in message
+    )
+    corpus = read_corpus(folder, skip_invalid=True)
+    assert corpus.ids == ["a.png", "e_large.png"]
+    assert [(s.row, s.id) for s in corpus.skipped] == [
+        (1, "b_short.png"),
+        (2, "c_cut.jpg"),
+        (3, "d_huge.png"),
+    ]
+    assert read_corpus(folder, check_images=False).ids == sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("text", ["\x00", "\u200b", "\ufeff", "\u200b \u2060\u00ad\x00\n\t"])
+def test_texts_of_only_invisible_characters_are_empty(tmp_path, text):
+    """They encode to the vector of "" and came out as duplicates of each other at 1.0."""
+    with pytest.raises(CorpusError, match=r"row 1 \(id '1'\): empty text \(only invisible"):
+        Corpus.from_texts(["ok", text])
+    path = write(
+        tmp_path / "c.jsonl", f"{json.dumps({'text': 'ok'})}\n{json.dumps({'text': text})}\n"
+    )
+    corpus = read_corpus(path, skip_invalid=True)
+    assert corpus.ids == ["0"] and corpus.skipped[0].row == 1
+    assert corpus.skipped[0].reason.startswith("empty text (only invisible characters")
+
+
+def test_visible_texts_with_invisible_characters_stay(tmp_path):
+    texts = [
+        "a\u200b",
+        "\u200bb",
+        "\u00e9",
+        "line one\nline two",
+        "\ttab",
+        "emoji \U0001f600",
+        " x ",
+    ]
+    corpus = Corpus.from_texts(["", *texts, " \n"], skip_invalid=True)
+    assert corpus.items == texts  # "" and blank stay "empty text", as before
+    assert [s.reason for s in corpus.skipped] == ["empty text", "empty text"]
+    path = write(tmp_path / "c.csv", "text\n\u200b\u200b\nfine\n")
+    with pytest.raises(CorpusError, match=r"row 0 \(id '0'\): empty text \(only invisible"):
+        read_corpus(path)
+
+
+def test_lone_surrogates_are_named_at_ingest(tmp_path):
+    """JSON allows "\\ud800"; the cache then failed with UnicodeEncodeError naming no row."""
+    body = (
+        '{"k": "a", "text": "fine"}\n'
+        '{"k": "b", "text": "broken \\ud800 text"}\n'
+        '{"k": "\\udc80", "text": "ok"}\n'
+        '{"k": "d", "text": "pair \\ud83d\\ude00 is fine"}\n'
+    )
+    path = write(tmp_path / "c.jsonl", body)
+    with pytest.raises(CorpusError) as info:
+        read_corpus(path, id_column="k")
+    message = str(info.value)
+    assert "2 invalid row(s) of 4" in message
+    assert (
+        "row 1 (id 'b'): text cannot be written as UTF-8: lone surrogate '\\ud800' at character 7"
+        in message
+    )
+    assert "row 2 (id '\\udc80'): id cannot be written as UTF-8: lone surrogate" in message
+    corpus = read_corpus(path, id_column="k", skip_invalid=True)
+    assert corpus.ids == ["a", "d"] and corpus.items[1] == "pair \U0001f600 is fine"
+    assert [s.row for s in corpus.skipped] == [1, 2]
+    with pytest.raises(CorpusError, match="row 0 .*lone surrogate"):
+        Corpus.from_texts(["\udfff"])

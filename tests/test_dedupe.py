@@ -3,6 +3,7 @@ bad inputs, the ann engine against exact, h5py input and real MiniLM vectors."""
 
 from __future__ import annotations
 
+import datetime
 import math
 import pickle
 import warnings
@@ -47,6 +48,26 @@ def brute_force(X: np.ndarray, threshold: float) -> tuple[dict[tuple[int, int], 
 
 def as_dict(report: DuplicateReport) -> dict[tuple, float]:
     return {(a, b): s for a, b, s in report.pairs}
+
+
+def greedy_removals(report: DuplicateReport, order: list) -> dict:
+    """The removals, decided in plain Python: ids in keep ``order``; each removed when it
+    pairs with an already kept id (pointing at the best one), else kept."""
+    partners: dict = {}
+    for a, b, score in report.pairs:
+        partners.setdefault(a, []).append((b, score))
+        partners.setdefault(b, []).append((a, score))
+    place = {i: k for k, i in enumerate(order)}
+    kept: set = set()
+    removed = {}
+    for i in order:
+        hits = [(-score, place[j], j, score) for j, score in partners.get(i, []) if j in kept]
+        if hits:
+            _, _, j, score = min(hits)
+            removed[i] = (j, score)
+        elif i in partners:
+            kept.add(i)
+    return removed
 
 
 def same_report(r1: DuplicateReport, r2: DuplicateReport) -> None:
@@ -95,15 +116,15 @@ def test_clusters_and_removed_follow_the_pairs() -> None:
         comps.setdefault(root(i), []).append(i)
     expected = sorted((sorted(c) for c in comps.values() if len(c) > 1), key=lambda c: (-len(c), c))
     assert report.clusters == expected
-    # one kept per cluster (the smallest id); every other member removed, pointing at it
-    assert len(report.removed) == sum(len(c) - 1 for c in expected)
+    # rows in input order: each removed only for a kept row it pairs with, never by a chain
+    assert report.removed == greedy_removals(report, list(range(report.n)))
     scores = as_dict(report)
-    for cluster in report.clusters:
-        for member in cluster[1:]:
-            kept, score = report.removed[member]
-            assert kept == cluster[0]
-            if (kept, member) in scores:
-                assert score == scores[(kept, member)]
+    for member, (kept, score) in report.removed.items():
+        assert kept not in report.removed and kept < member  # kept earlier, in input order
+        assert score == scores[(kept, member)] >= 0.85
+    kept_rows = set(report.selected)
+    assert not [p for p in report.pairs if p[0] in kept_rows and p[1] in kept_rows]
+    assert sum(len(c) - 1 for c in expected) - len(report.removed) > 0  # some keep 2+ rows
     assert len(report.selected) == report.n - len(report.removed)
     assert set(report.selected).isdisjoint(report.removed)
 
@@ -122,15 +143,20 @@ def test_500_row_cluster_is_found_whole_by_both_engines() -> None:
         assert sum(1 for r in report.removed.values() if r[0] == largest[0]) == 499
 
 
-def test_chain_member_reports_its_direct_score_or_nan() -> None:
+def test_no_chained_removal() -> None:
+    # a ~ b ~ c at 0.95 each, a and c at cos 0.805: below the threshold, so c stays
     angle = math.acos(0.95)
     vecs = np.array([[math.cos(k * angle), math.sin(k * angle)] for k in range(3)])
-    far = find_duplicates(vecs, ids=["a", "b", "c"], threshold=0.9, floor=0.85)
-    assert far.clusters == [["a", "b", "c"]]
-    assert far.removed["b"] == ("a", pytest.approx(0.95, abs=1e-6))
-    assert far.removed["c"][0] == "a" and math.isnan(far.removed["c"][1])  # cos = 0.805
-    near = find_duplicates(vecs, ids=["a", "b", "c"], threshold=0.9, floor=0.8)
-    assert near.removed["c"][1] == pytest.approx(math.cos(2 * angle), abs=1e-6)
+    for floor in (0.85, 0.8):  # with or without the (a, c) pair among the candidates
+        report = find_duplicates(vecs, ids=["a", "b", "c"], threshold=0.9, floor=floor)
+        assert report.clusters == [["a", "b", "c"]]  # still one cluster, for display
+        assert report.removed == {"b": ("a", pytest.approx(0.95, abs=1e-6))}
+        assert report.selected == ["a", "c"]
+    # kept first in input order: b, which removes both a and c (each its direct duplicate)
+    middle = find_duplicates(vecs[[1, 0, 2]], ids=["b", "a", "c"], threshold=0.9)
+    assert middle.selected == ["b"] and {k for k, _ in middle.removed.values()} == {"b"}
+    # near enough, a removes c directly
+    assert find_duplicates(vecs, threshold=0.8).removed[2] == (0, pytest.approx(0.805, abs=1e-3))
 
 
 # ----------------------------------------------------------------------------------------
@@ -168,14 +194,33 @@ def test_same_report_whatever_the_row_order(method: str) -> None:
     X[100:106] = X[7]  # a tie: six identical copies, all pairs score the same
     X[300] = X[301] * 2  # another tie through scaling
     ids = [f"row-{i:04d}" for i in range(len(X))]
-    base = find_duplicates(X, ids=ids, threshold=0.85, method=method, block_size=128)
+    # which rows are kept follows the keep rule: here a column that does not move with the rows
+    stars = {i: (k * 7919) % 1201 for k, i in enumerate(ids)}  # no ties: a permutation
+    base = find_duplicates(
+        X,
+        ids=ids,
+        threshold=0.85,
+        method=method,
+        block_size=128,
+        keep="column:s",
+        keep_values=stars,
+    )
     nearest = dict(zip(base.ids, base.nearest, strict=True))
     for seed in (1, 2):
         perm = np.random.default_rng(seed).permutation(len(X))
         other = find_duplicates(
-            X[perm], ids=[ids[i] for i in perm], threshold=0.85, method=method, block_size=128
+            X[perm],
+            ids=[ids[i] for i in perm],
+            threshold=0.85,
+            method=method,
+            block_size=128,
+            keep="column:s",
+            keep_values=stars,
         )
         same_report(base, other)
+        # keep="first" is input order: the permuted run keeps other rows, as it should
+        first = other.rekeep("first")
+        assert first.removed == greedy_removals(first, first.ids)
         assert other.recall_estimate == base.recall_estimate
         assert all(nearest[i] == v for i, v in zip(other.ids, other.nearest, strict=True))
     tied = [p for p in base.pairs if p[0] in ids[100:106] or p[0] == ids[7]]
@@ -374,7 +419,7 @@ def test_report_from_its_candidates_equals_the_search(method: str) -> None:
 
 
 def test_candidates_built_by_hand() -> None:
-    # c joins through b; the kept row follows rank (id order), not the input position
+    # rank orders the pairs' ids and clusters; the kept rows follow the input order
     cand = dedupe.Candidates(
         a=np.array([2, 1]),
         b=np.array([1, 0]),
@@ -385,13 +430,169 @@ def test_candidates_built_by_hand() -> None:
     report = DuplicateReport.from_candidates(["c", "b", "a"], cand, 0.9)
     assert report.pairs == [("a", "b", 0.98), ("b", "c", 0.95)]
     assert report.clusters == [["a", "b", "c"]]
-    assert report.removed["b"] == ("a", 0.98) and math.isnan(report.removed["c"][1])
+    assert report.removed == {"b": ("c", 0.95)}  # c first (input order); a pairs only with b
     assert report.recall_estimate == 1.0 and np.isnan(report.nearest).all()
     assert report.keep_pairs([False, True]).clusters == [["b", "c"]]
+    assert report.rekeep("last").removed == {"b": ("a", 0.98)}
     with pytest.raises(ValueError, match="one entry per pair"):
         dedupe.Candidates(
             a=np.array([0]), b=np.array([1, 2]), scores=np.ones(1), rank=None, floor=1
         )
+
+
+# ----------------------------------------------------------------------------------------
+# keep rules
+# ----------------------------------------------------------------------------------------
+def keep_fixture():
+    """Rows 0-4 identical (one cluster, every pair at 1.0), row 5 unrelated."""
+    X = np.zeros((6, 4), dtype=np.float32)
+    X[:5, 0] = 1.0
+    X[5, 1] = 1.0
+    ids = ["e", "d", "c", "b", "a", "z"]  # id order is not input order
+    texts = ["xx", "xxxx", "x", "xxxx", "x", "unrelated"]
+    return X, ids, texts
+
+
+@pytest.mark.parametrize(
+    ("keep", "values", "kept"),
+    [
+        ("first", None, "e"),  # input order, not id order ("a")
+        ("last", None, "a"),
+        ("longest", None, "d"),  # d and b tie at 4 characters: the first wins
+        ("shortest", None, "c"),  # c and a tie at 1
+        ("column:stars", [3, 9, None, 9, 1, 0], "d"),  # highest; d and b tie
+        ("column:stars:desc", ["3", "9", "", "9.0", "1", "0"], "d"),  # strings from a CSV
+        ("column:stars:asc", [3, 9, None, 9, 1, 0], "a"),  # lowest; None is never preferred
+        ("column:stars:asc", [None, None, 4, None, None, 0], "c"),
+        ("column:day", ["2024-01-02", "2024-01-03", "2023-12-31", None, "2024-01-03", "x"], "d"),
+        ("column:day:asc", ["2024-01-02", "2024-01-03", "2023-12-31", None, "", "x"], "c"),
+    ],
+)
+def test_keep_rules(keep, values, kept) -> None:
+    X, ids, texts = keep_fixture()
+    if values is not None:
+        values = values[:5] + ([0] if "stars" in keep else ["2020-01-01"])
+    report = find_duplicates(X, ids=ids, texts=texts, threshold=0.9, keep=keep, keep_values=values)
+    assert report.clusters == [["a", "b", "c", "d", "e"]]  # id order, whatever the rule
+    assert sorted(report.selected) == sorted([kept, "z"])
+    assert {k for k, _ in report.removed.values()} == {kept}
+    assert str(report.keep) == str(dedupe.KeepRule.parse(keep)) == report.summary()["keep"]
+    # the same decision made again from the candidates, and kept by rethreshold / keep_pairs
+    plain = find_duplicates(X, ids=ids, threshold=0.9, texts=texts)
+    again = plain.rekeep(keep, values if values is not None else texts)
+    same_report(again, report)
+    assert report.rethreshold(0.95).removed == report.removed
+    assert report.keep_pairs([True] * len(report.pairs)).removed == report.removed
+
+
+def test_keep_rule_chooses_per_cluster_without_chains() -> None:
+    # a ~ b ~ c (a, c far apart), keep the longest: b kept, a and c both removed for b
+    angle = math.acos(0.95)
+    vecs = np.array([[math.cos(k * angle), math.sin(k * angle)] for k in range(3)])
+    report = find_duplicates(vecs, ids=["a", "b", "c"], threshold=0.9, keep="longest",
+                             keep_values=["aa", "bbbb", "ccc"])  # fmt: skip
+    assert report.selected == ["b"]
+    assert report.removed == {"c": ("b", pytest.approx(0.95)), "a": ("b", pytest.approx(0.95))}
+    # shortest: a first, then c (not a duplicate of a), then b: a duplicate of both, best a
+    report = report.rekeep("shortest", {"a": "a", "b": "bbb", "c": "cc"})
+    assert report.selected == ["a", "c"] and report.removed["b"][0] == "a"
+
+
+@pytest.mark.parametrize("shape", ["random", "chain", "star"])
+def test_no_chain_decision_equals_the_one_by_one_loop(shape) -> None:
+    rng = np.random.default_rng({"random": 1, "chain": 2, "star": 3}[shape])
+    n = 3000
+    if shape == "random":  # many small clusters: decided in rounds
+        a = rng.integers(0, n, 6000)
+        b = np.clip(a + rng.integers(1, 6, 6000), 0, n - 1)
+    elif shape == "chain":  # one round per link: the fallback loop
+        a = np.arange(n - 1)
+        b = a + 1
+    else:
+        a = np.zeros(n - 1, dtype=np.int64)
+        b = np.arange(1, n)
+    keep = a != b
+    key = np.unique(np.minimum(a, b)[keep] * n + np.maximum(a, b)[keep])
+    scores = np.round(rng.uniform(0.9, 1.0, len(key)), 2).astype(np.float32)  # ties
+    order = np.lexsort((key, -scores))
+    cand = dedupe.Candidates(
+        a=key[order] // n, b=key[order] % n, scores=scores[order], rank=np.arange(n), floor=0.9
+    )
+    for rule, values in (("first", None), ("column:v", rng.permutation(n))):
+        report = DuplicateReport.from_candidates(
+            list(range(n)), cand, 0.9, keep=rule, keep_values=values
+        )
+        order_ids = np.argsort(report.keep_rank).tolist()
+        assert report.removed == greedy_removals(report, order_ids)
+        assert len(report.removed) >= (n - 1 if (shape, rule) == ("star", "first") else 1)
+
+
+def test_rekeep_does_not_search_again(monkeypatch) -> None:
+    X = planted(600, seed=15)
+    report = find_duplicates(X, threshold=0.85)
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched again")
+
+    monkeypatch.setattr(dedupe, "_exact_search", no_search)
+    monkeypatch.setattr(dedupe, "_ann_search", no_search)
+    last = report.rekeep("last")
+    assert last.removed == greedy_removals(last, last.ids[::-1])
+    assert last.removed != report.removed and last.pairs == report.pairs
+    assert last.kept_mask.tolist() == [i not in last.removed for i in last.ids]
+    assert last.rethreshold(0.9).keep == last.keep
+    assert pickle.loads(pickle.dumps(last)).removed == last.removed
+
+
+def test_removed_frame() -> None:
+    X, ids, texts = keep_fixture()
+    X[2, 1] = 0.3  # "c" is a near-duplicate, not an identical row
+    texts[3] = texts[0]  # "b" has the same text as the kept "e"
+    report = find_duplicates(X, ids=ids, threshold=0.9, texts=texts)
+    frame = report.removed_frame(texts)
+    assert list(frame.columns) == ["id", "kept_id", "similarity", "cluster", "exact"]
+    assert frame["id"].tolist() == ["d", "c", "b", "a"]  # input order
+    assert set(frame["kept_id"]) == {"e"} and frame["cluster"].tolist() == [0] * 4
+    assert frame["exact"].tolist() == [False, False, True, False]
+    assert frame["similarity"].notna().all()
+    assert frame.loc[frame["id"] == "c", "similarity"].item() == pytest.approx(1 / 1.044, 1e-3)
+    # without texts: the exact-duplicate groups decide (here identical texts, from find_duplicates)
+    assert report.removed_frame()["exact"].tolist() == [False, False, True, False]
+    by_vectors = find_duplicates(X, ids=ids, threshold=0.9)
+    assert by_vectors.removed_frame()["exact"].tolist() == [True, False, True, True]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"keep": "biggest"}, r"keep rule 'biggest' is not one of first, last, longest"),
+        ({"keep": "column:"}, r"keep rule 'column:' is not one of"),
+        ({"keep": "column:stars:up"}, r"needs the rows' values: pass keep_values"),
+        ({"keep": 3}, "keep must be a rule name"),
+        ({"keep": "longest"}, r"keep='longest' needs the rows' texts"),
+        ({"keep": "longest", "keep_values": [1, 2]}, "keep_values has 2 entries but there are 6"),
+        ({"keep": "column:s", "keep_values": {"e": 1}}, "keep_values has no entry for 5 ids"),
+        (
+            {"keep": "column:s", "keep_values": [1, 2, "x", 4, 5, 6]},
+            r"column 's' is not numeric "
+            r"or dates: row 2 holds 'x'",
+        ),  # fmt: skip
+        ({"keep": "column:s", "keep_values": [None] * 6}, "column 's' holds no values"),
+        (
+            {"keep": "column:s", "keep_values": [1, datetime.date(2024, 1, 1), 2, 3, 4, 5]},
+            "column 's' mixes numbers and dates: row 1",
+        ),  # fmt: skip
+    ],
+)
+def test_bad_keep_rules_fail_before_the_search(monkeypatch, kwargs, message) -> None:
+    X, ids, _ = keep_fixture()
+
+    def no_search(*args, **kw):
+        raise AssertionError("searched")
+
+    monkeypatch.setattr(dedupe, "_exact_search", no_search)
+    with pytest.raises(DuplicateSearchError, match=message):
+        find_duplicates(X, ids=ids, threshold=0.9, **kwargs)
 
 
 def test_ann_recall_estimate_without_a_sample_is_nan() -> None:

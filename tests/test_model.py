@@ -461,3 +461,80 @@ def test_read_pairs_uses_the_corpus_readers(tmp_path):
         read_pairs(tmp_path / "r.csv", "x", "y", "same")
     with pytest.raises(FileNotFoundError, match="pair file .*nope.csv' does not exist"):
         read_pairs(tmp_path / "nope.csv", "x", "y", "same")
+
+
+# -- issue 12: trust only what save writes ----------------------------------------------------
+def test_saved_types_are_exactly_what_save_writes(tmp_path, sentence_encoder, pairs):
+    """SAVED_TYPES is derived from saving every head the project uses, with every feature: each
+    file's types beyond skops' defaults are in it, together they are all of it, and each loads."""
+    from sklearn.model_selection import TunedThresholdClassifierCV
+
+    from embetter_core.model import SAVED_TYPES
+
+    heads = {
+        "default": None,
+        "hgb": HistGradientBoostingClassifier(max_iter=5, min_samples_leaf=2),
+        "tuned": TunedThresholdClassifierCV(LogisticRegression(), scoring="f1", cv=2),
+    }
+    seen: set[str] = set()
+    for name, head in heads.items():
+        mod = DifferenceClassifier(sentence_encoder, clf_head=head, features=FEATURES)
+        mod.fit(pairs["a"], pairs["b"], pairs["label"])
+        mod.save(tmp_path / f"{name}.skops")
+        types = set(skops.io.get_untrusted_types(file=str(tmp_path / f"{name}.skops")))
+        assert types <= SAVED_TYPES, types - SAVED_TYPES
+        seen |= types
+        again = DifferenceClassifier.load(tmp_path / f"{name}.skops", enc=sentence_encoder)
+        np.testing.assert_array_equal(
+            again.predict_proba(pairs["a"][:4], pairs["b"][:4]),
+            mod.predict_proba(pairs["a"][:4], pairs["b"][:4]),
+        )
+    assert seen == SAVED_TYPES
+    assert not any(t.startswith("numpy.testing") for t in SAVED_TYPES)
+
+
+def test_crafted_model_runs_no_code_on_load(tmp_path):
+    from tests.test_bad_input import crafted_model, nothing_ran
+
+    path = crafted_model(tmp_path)
+    assert "numpy.testing._private.utils.runstring" in skops.io.get_untrusted_types(file=str(path))
+    with pytest.raises(ValueError) as info:
+        DifferenceClassifier.load(path)
+    assert "numpy.testing._private.utils.runstring" in str(info.value)
+    assert "trusted=" in str(info.value)  # how to load a head of one's own
+    with pytest.raises(ValueError, match="runstring"):  # naming another type does not help
+        DifferenceClassifier.load(path, trusted=["sklearn.tree._tree.Tree"])
+    nothing_ran(tmp_path)
+
+
+def test_head_of_ones_own_loads_only_with_its_types_named(tmp_path, sentence_encoder, pairs):
+    from sklearn.tree import DecisionTreeClassifier
+
+    mod = DifferenceClassifier(sentence_encoder, clf_head=DecisionTreeClassifier(max_depth=2))
+    mod.fit(pairs["a"], pairs["b"], pairs["label"])
+    mod.save(tmp_path / "tree.skops")
+    with pytest.raises(ValueError, match=r"\['sklearn.tree._tree.Tree'\]"):
+        DifferenceClassifier.load(tmp_path / "tree.skops", enc=sentence_encoder)
+    with pytest.raises(TypeError, match="list of exact type names"):
+        DifferenceClassifier.load(tmp_path / "tree.skops", trusted="sklearn.tree._tree.Tree")
+    again = DifferenceClassifier.load(
+        tmp_path / "tree.skops", enc=sentence_encoder, trusted=["sklearn.tree._tree.Tree"]
+    )
+    np.testing.assert_array_equal(
+        again.predict(pairs["a"], pairs["b"]), mod.predict(pairs["a"], pairs["b"])
+    )
+
+
+def test_model_file_missing_keys_is_a_clear_error(tmp_path):
+    from tests.test_bad_input import skops_payload
+
+    for key in ("fingerprint", "features", "n_features_in", "encoder"):
+        path = skops_payload(tmp_path / f"no-{key}.skops", {}, drop=(key,))
+        with pytest.raises(ValueError, match=rf"lacks \['{key}'\]; it is damaged or was not"):
+            DifferenceClassifier.load(path)
+    path = tmp_path / "no-head.skops"
+    skops.io.dump(
+        {**skops.io.load(skops_payload(path, {}), trusted=[]), "clf_head_": None}, str(path)
+    )
+    with pytest.raises(ValueError, match="holds no fitted classifier head"):
+        DifferenceClassifier.load(path)

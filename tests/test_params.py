@@ -58,7 +58,7 @@ def test_help_shows_every_description_and_default():
             assert " ".join(field.description.split()) in text, name
     assert "rows per chunk/task (default: 1000)" in text
     assert "--skip-invalid drop empty" in text  # a bool is a flag
-    assert "--encoder {sentence,clip}" in text  # a Literal gives choices
+    assert "--encoder {sentence,clip,static}" in text  # a Literal gives choices
 
 
 def test_a_new_field_is_a_flow_parameter_and_an_option():
@@ -139,6 +139,16 @@ def test_prefect_validates_the_generated_signature():
     with pytest.raises(ParameterTypeError, match="features"):
         train_difference.validate_parameters({"pairs": "p.csv", "features": ["nope"]})
     assert parameter_schema(train_difference).required == ["pairs"]
+
+
+def test_flows_are_versioned_by_their_own_source_file():
+    from prefect.utilities.hashing import file_hash
+
+    import flows.embed_corpus
+    import flows.train_difference
+
+    assert embed_corpus.version == file_hash(flows.embed_corpus.__file__)
+    assert train_difference.version == file_hash(flows.train_difference.__file__)
 
 
 def test_the_model_validates_what_the_signature_cannot(tmp_path):

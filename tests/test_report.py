@@ -18,6 +18,7 @@ from embetter_core.report import (
     top_pairs_table,
     write_html,
     write_pairs_csv,
+    write_removed_csv,
 )
 
 
@@ -54,6 +55,44 @@ def test_pairs_csv_columns_and_rows(tmp_path, report_and_texts) -> None:
     scores = [float(r[2]) for r in rows[1:]]
     assert scores == sorted(scores, reverse=True)
     assert [p.name for p in path.parent.iterdir()] == ["pairs.csv"]  # no temp file left
+
+
+def test_removed_csv(tmp_path, report_and_texts) -> None:
+    report, texts = report_and_texts
+    path = write_removed_csv(report, tmp_path / "out" / "removed.csv", texts)
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["id", "kept_id", "similarity", "cluster", "exact"]
+    assert [r["id"] for r in rows] == [i for i in report.ids if i in report.removed]  # 5 rows
+    assert len(rows) == len(report.removed) == 5
+    pairs = {frozenset(p[:2]): p[2] for p in report.pairs}
+    for row in rows:
+        assert row["similarity"] != "" and float(row["similarity"]) >= 0.9  # never empty
+        assert float(row["similarity"]) == pairs[frozenset((row["id"], row["kept_id"]))]
+        assert row["kept_id"] not in report.removed
+        assert row["id"] in report.clusters[int(row["cluster"])]
+        assert row["kept_id"] in report.clusters[int(row["cluster"])]
+    exact = {r["id"]: r["exact"] for r in rows}
+    assert exact["pkg-21"] == "true" and exact["pkg-1"] == "false"  # same text / not
+    assert [p.name for p in path.parent.iterdir()] == ["removed.csv"]
+    # without texts: the exact-duplicate groups (here from the texts given to find_duplicates)
+    assert write_removed_csv(report, tmp_path / "r2.csv").read_text() == path.read_text()
+    empty = find_duplicates(np.eye(3, dtype=np.float32))
+    assert write_removed_csv(empty, tmp_path / "e.csv").read_text() == (
+        "id,kept_id,similarity,cluster,exact\n"
+    )
+
+
+def test_html_and_markdown_show_every_kept_row_of_a_chain(tmp_path) -> None:
+    angle = np.arccos(0.95)
+    vecs = np.array([[np.cos(k * angle), np.sin(k * angle)] for k in range(3)])
+    report = find_duplicates(vecs, ids=["a", "b", "c"], threshold=0.9)
+    assert report.selected == ["a", "c"]
+    text = markdown_summary(report)
+    assert "- 3 rows, kept a, c: a, b, c" in text and "| keep rule | first |" in text
+    page = write_html(report, None, tmp_path / "r.html").read_text()
+    assert "Cluster 1: 3 rows, 2 kept" in page
+    assert "<td>b</td><td>removed</td><td>a</td><td>0.9500</td>" in page
 
 
 def test_pairs_csv_without_texts_or_with_a_sequence(tmp_path, report_and_texts) -> None:
@@ -132,7 +171,7 @@ def test_markdown_summary(report_and_texts) -> None:
     assert "| duplicate pairs | 8 |" in text and "| rows removed | 5 |" in text
     assert "| method | exact |" in text and "| recall estimate | 1.0 (exact search) |" in text
     assert "| model | minilm \\| v2 |" in text and "| skipped rows | 3 |" in text
-    assert "- 4 rows, kept `pkg-0`: pkg-0, pkg-1, pkg-2, pkg-3" in text
+    assert "- 4 rows, kept pkg-0: pkg-0, pkg-1, pkg-2, pkg-3" in text  # helper-10: no backticks
 
 
 def test_top_pairs_table(report_and_texts) -> None:

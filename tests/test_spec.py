@@ -171,7 +171,7 @@ def test_from_encoder_refuses_unregistered_classes():
         pass
 
     for enc in (MySentenceEncoder(), object()):
-        with pytest.raises(TypeError, match=r"not a registered encoder.*\['clip', 'sentence'\]"):
+        with pytest.raises(TypeError, match=r"not a registered encoder.*\['clip', 'sentence', "):
             EncoderSpec.from_encoder(enc)
 
 
@@ -202,10 +202,8 @@ def test_build_makes_the_encoders_of_today():
 
 
 def test_unknown_kind_and_misplaced_weights_are_refused():
-    with pytest.raises(
-        pydantic.ValidationError, match=r"unknown encoder kind 'static'.*'sentence'"
-    ):
-        EncoderSpec(kind="static")
+    with pytest.raises(pydantic.ValidationError, match=r"unknown encoder kind 'nope'.*'sentence'"):
+        EncoderSpec(kind="nope")
     with pytest.raises(
         ValueError, match=r"kind 'sentence' \(SentenceEncoder\) takes no pretrained"
     ):
@@ -214,8 +212,8 @@ def test_unknown_kind_and_misplaced_weights_are_refused():
         EncoderSpec(kind="clip", precision="fp16").build_local()
     with pytest.raises(pydantic.ValidationError, match="extra"):
         EncoderSpec(name="all-MiniLM-L6-v2")
-    with pytest.raises(ValueError, match="unknown encoder kind 'static'"):
-        encoder_class("static")
+    with pytest.raises(ValueError, match="unknown encoder kind 'nope'"):
+        encoder_class("nope")
 
 
 def test_importing_the_spec_loads_no_encoder_module():

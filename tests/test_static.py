@@ -1,13 +1,13 @@
 """StaticEncoder on a real model2vec distillation of the packaged all-MiniLM-L6-v2.
 
-The session fixture distils once (about 20 s) into a temporary ``EMBETTER_CORE_HOME``; the
-rebuild and two-process tests distil once more each.
+The session fixture distils once (about 20 s on an idle 2-vCPU machine) into a temporary
+``EMBETTER_CORE_HOME``, which stays set for the session (the doctests reuse it); the
+two-process rebuild test distils once more.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import pickle
 import shutil
@@ -173,6 +173,7 @@ def test_fingerprint_names_source_settings_version_and_weights(static_session):
         "sif_coefficient": 1e-4,
         "quantize_to": "float16",
         "pooling": "mean",
+        "device": "cpu",
     }
     assert fp["model2vec"] == model2vec.__version__
     assert fp["weights_sha256"] == file_sha256(folder / "model.safetensors")
@@ -200,6 +201,20 @@ def test_a_saved_model2vec_folder_loads_by_path_offline(static_encoder, tmp_path
     assert fp["weights_sha256"] == base["weights_sha256"]
     assert enc.fingerprint() != static_encoder.fingerprint()
     assert StaticEncoder(name=saved).transform(["x"]).shape == (1, 256)  # a Path works too
+
+
+def test_set_params_drops_the_model_only_when_the_model_changes(static_encoder, tmp_path):
+    enc = clone(static_encoder)
+    expected = enc.transform(TEXTS)
+    model = enc.model_
+    enc.set_params(batch_size=2)
+    assert enc.model_ is model
+    saved = tmp_path / "other"
+    model.save_pretrained(saved)
+    enc.set_params(name=str(saved))
+    assert "_lazy_model" not in enc.__dict__ and "_lazy_resolved" not in enc.__dict__
+    np.testing.assert_array_equal(enc.transform(TEXTS), expected)
+    assert json.loads(enc.fingerprint())["model"] == str(saved)
 
 
 def test_user_folders_that_cannot_be_loaded_are_refused_by_name(static_session, tmp_path):
@@ -250,27 +265,20 @@ def test_publish_keeps_a_sound_folder_another_process_put_first(static_session, 
         _publish(second, first)
 
 
-def test_corrupt_managed_folder_is_rebuilt(static_session, tmp_path, monkeypatch, caplog):
-    monkeypatch.setenv("EMBETTER_CORE_HOME", str(tmp_path))
-    folder = StaticEncoder().distilled_folder()
-    shutil.copytree(static_session["folder"], folder)
+@pytest.mark.slow
+def test_two_processes_meeting_a_corrupt_folder_rebuild_it_once(static_session, tmp_path):
+    """Detection, rebuild and the file lock in one test (one distillation, not two)."""
+    env = {**os.environ, "EMBETTER_CORE_HOME": str(tmp_path)}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMBETTER_CORE_HOME", str(tmp_path))
+        folder = StaticEncoder(pca_dims=64).distilled_folder()
+    shutil.copytree(static_session["folder"], folder)  # a pca256 model where pca64 belongs
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # half-written
-    with caplog.at_level(logging.WARNING, logger="embetter_core.static"):
-        out = StaticEncoder().transform(TEXTS)
-    assert "rebuilding the distilled static model" in caplog.text
-    assert "model.safetensors does not match the sha256" in caplog.text
-    assert folder_problem(folder) is None
-    np.testing.assert_array_equal(out, static_session["encoder"].transform(TEXTS))
-    leftovers = [p.name for p in folder.parent.iterdir() if p.is_dir() and p != folder]
-    assert leftovers == []
 
-
-@pytest.mark.slow
-def test_two_processes_distilling_at_once_make_one_sound_folder(static_session, tmp_path):
     script = textwrap.dedent(
         """
-        import logging, sys
+        import logging
         logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
         from embetter_core import StaticEncoder
         enc = StaticEncoder(pca_dims=64)
@@ -279,7 +287,6 @@ def test_two_processes_distilling_at_once_make_one_sound_folder(static_session, 
         print(repr(vectors.sum()), vectors.shape)
         """
     )
-    env = {**os.environ, "EMBETTER_CORE_HOME": str(tmp_path)}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", script],
@@ -290,21 +297,49 @@ def test_two_processes_distilling_at_once_make_one_sound_folder(static_session, 
         )
         for _ in range(2)
     ]
-    results = [proc.communicate(timeout=600) for proc in procs]
+    results = [proc.communicate(timeout=900) for proc in procs]
     for proc, (_, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err[-3000:]
+    errs = "".join(err for _, err in results)
+    assert errs.count("rebuilding the distilled static model") == 1
+    assert "model.safetensors does not match the sha256" in errs
+    assert errs.count("embetter_core.static distilling") == 1  # the other process waited
     outs = [out.splitlines() for out, _ in results]
     assert outs[0] == outs[1]  # the same model, the same vectors
     assert outs[0][1].endswith("(2, 64)")
-    assert sum(err.count("embetter_core.static distilling") for _, err in results) == 1
 
     folders = [p for p in (tmp_path / "static").iterdir() if p.is_dir()]
-    assert len(folders) == 1 and "pca64" in folders[0].name
-    assert folder_problem(folders[0]) is None  # no partial folder left, the manifest holds
+    assert folders == [folder]  # no partial or set-aside folder left
+    assert folder_problem(folder) is None
+    assert json.loads((folder / MANIFEST).read_text())["pca_dims"] == 64
 
     fp, base = json.loads(outs[0][0]), json.loads(static_session["encoder"].fingerprint())
     assert fp["distill"]["pca_dims"] == 64 and base["distill"]["pca_dims"] == 256
     assert fp["weights_sha256"] != base["weights_sha256"]  # pca_dims changes the fingerprint
+
+
+def test_a_folder_with_other_settings_is_set_aside(static_session, tmp_path, monkeypatch):
+    import model2vec.distill
+
+    monkeypatch.setenv("EMBETTER_CORE_HOME", str(tmp_path))
+    enc = StaticEncoder(pca_dims=64)
+    folder = enc.distilled_folder()
+    shutil.copytree(static_session["folder"], folder)
+    problem = folder_problem(folder, enc.distill_settings())
+    assert problem == f"{folder} was distilled with other settings ({{'pca_dims': 256}})"
+    assert folder_problem(static_session["folder"], StaticEncoder().distill_settings()) is None
+
+    calls = []
+
+    def fail(**kwargs):  # stands in for the 20 s distillation, which the test above runs
+        calls.append(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(model2vec.distill, "distill", fail)
+    with pytest.raises(RuntimeError, match="stop here"):
+        enc.transform(["x"])
+    assert calls[0]["pca_dims"] == 64
+    assert not [p for p in folder.parent.iterdir() if p.is_dir()]  # set aside, no partial
 
 
 def test_missing_model2vec_says_how_to_install(tmp_path, monkeypatch):
@@ -334,3 +369,29 @@ def test_pipeline_on_a_dataframe_with_a_classifier(static_encoder):
     pipe = make_pipeline(ColumnGrabber("text"), static_encoder, LogisticRegression(C=100))
     pipe.fit(frame, frame["label"])
     assert list(pipe.predict(frame)) == list(frame["label"])
+
+
+def test_encoder_spec_kind_static_builds_and_describes_it(tmp_path):
+    from embetter_core.spec import EncoderSpec, kind_of
+
+    assert kind_of(StaticEncoder) == "static"
+    spec = EncoderSpec.parse("static", batch_size=256)
+    enc = spec.build()
+    assert type(enc) is StaticEncoder
+    assert enc.get_params() == {**StaticEncoder().get_params(), "batch_size": 256}
+    assert EncoderSpec.from_encoder(enc) == spec and str(spec) == "static"
+    assert spec.model_name == "static"  # the distilled default has no model name
+
+    folder = EncoderSpec.parse(f"static:{tmp_path}").build()
+    assert folder.name == str(tmp_path) and str(EncoderSpec.from_encoder(folder)).startswith(
+        "static:"
+    )
+    with pytest.raises(ValueError, match="takes no pretrained"):
+        EncoderSpec(kind="static", pretrained="openai").build()
+
+
+def test_modal_offload_is_refused_with_the_reason():
+    from embetter_core.offload.remote import wire_spec
+
+    with pytest.raises(ValueError, match="StaticEncoder runs locally.*--backend modal"):
+        wire_spec(StaticEncoder())

@@ -438,3 +438,60 @@ def test_write_and_commit_after_abort_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="is not a temporary file of"):
         commit(writer.tmp_path, tmp_path / "elsewhere.h5")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_kept_dataset_records_the_decision_atomically(tmp_path, monkeypatch):
+    from embetter_core import store as store_lib
+    from embetter_core.store import write_kept
+
+    path = tmp_path / "out.h5"
+    ids = [f"r{i}" for i in range(6)]
+    with EmbeddingStore.create(path, n=6, dim=8, fingerprint="enc-1") as writer:
+        writer.write(0, ids, vectors(6))
+    with EmbeddingStore.open(path) as store:
+        assert store.kept is None and store.kept_attrs == {}
+    flags = np.array([True, False, True, True, False, True])
+    assert write_kept(path, flags, threshold=0.85, keep="first", report=None) == path
+    with EmbeddingStore.open(path, fingerprint="enc-1") as store:
+        assert store.kept.dtype == bool and store.kept.tolist() == flags.tolist()
+        assert store.kept_attrs == {"threshold": 0.85, "keep": "first", "report": "", "removed": 2}
+        assert store.ids == ids
+        np.testing.assert_array_equal(store.embeddings, vectors(6))  # rows untouched
+    with h5py.File(path, "r") as f:  # plain h5py reads it too
+        assert f["kept"][:].sum() == 4
+    # a second decision replaces the first
+    write_kept(path, np.ones(6, dtype=bool), threshold=0.9)
+    with EmbeddingStore.open(path) as store:
+        assert store.kept.all() and store.kept_attrs == {"threshold": 0.9, "removed": 0}
+    assert tmp_files(tmp_path) == []
+    # a crash while writing leaves the old file whole and no temporary file
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store_lib, "_attr_value", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_kept(path, flags, threshold=0.5)
+    assert path.read_bytes() == before and tmp_files(tmp_path) == []
+
+
+def test_kept_dataset_validation(tmp_path):
+    from embetter_core.store import write_kept
+
+    path = tmp_path / "out.h5"
+    with EmbeddingStore.create(path, n=3, dim=8, fingerprint="enc-1") as writer:
+        writer.write(0, ["a", "b", "c"], vectors(3))
+    with pytest.raises(ValueError, match=r"kept has shape \(2,\); the store .* has 3 rows"):
+        write_kept(path, [True, False])
+    with pytest.raises(ValueError, match="kept must be booleans, got dtype int64"):
+        write_kept(path, np.array([1, 0, 1]))
+    with pytest.raises(FileNotFoundError, match="store not found"):
+        write_kept(tmp_path / "missing.h5", [True])
+    with pytest.raises(StoreError, match="other ids than the store .* first difference at row 1"):
+        write_kept(path, [True, True, False], ids=["a", "c", "b"])
+    with EmbeddingStore.open(path) as store:
+        assert store.kept is None  # nothing written by the refused calls
+    write_kept(path, [True, True, False], ids=["a", "b", "c"])
+    with EmbeddingStore.open(path) as store:
+        assert store.kept.tolist() == [True, True, False]

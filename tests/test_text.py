@@ -100,6 +100,7 @@ def test_init_stores_parameters_only_and_loads_lazily():
         "device": None,
         "batch_size": 8,
         "show_progress_bar": False,
+        "precision": "auto",
     }
 
 

@@ -269,3 +269,88 @@ def test_named_tags_and_bad_weights_offline(tmp_path):
         assert "pretrained='openai'" in str(exc) and "ViT-B-32" in str(exc)
     else:  # the weights were already in the local cache
         assert vectors.shape == (1, 512)
+
+
+# -- issue 12: huge and cut-short images --------------------------------------------------------
+def test_huge_image_is_refused_before_it_is_decoded(encoder, tmp_path, image_files):
+    """A 144 Mpx PNG of 20 KB: refused from its header, naming the file, its size and the limit;
+    decoding it would take 144 MB (PIL keeps a byte per pixel) and 576 MB more as RGB."""
+    import resource
+
+    from embetter_core.errors import ImageTooLargeError
+    from embetter_core.vision import MAX_IMAGE_PIXELS, load_image
+    from tests.test_bad_input import write_png
+
+    huge = write_png(tmp_path / "huge.png", 12_000, 12_000)
+    assert huge.stat().st_size < 100_000 and MAX_IMAGE_PIXELS < Image.MAX_IMAGE_PIXELS
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    with pytest.raises(ImageTooLargeError) as info:
+        load_image(huge)
+    assert info.value.path == str(huge) and info.value.size == (12_000, 12_000)
+    assert "12000 x 12000 = 144,000,000 pixels); the limit is 50,000,000 pixels" in str(info.value)
+    assert pickle.loads(pickle.dumps(info.value)).size == (12_000, 12_000)
+    with pytest.raises(ImageTooLargeError, match="input position 1: image file .*huge.png"):
+        encoder.transform([image_files[0], huge])
+    with pytest.raises(ImageTooLargeError, match="huge.png"):
+        ImageLoader().transform([huge])
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
+    assert grown_mb < 100, f"peak memory grew by {grown_mb:.0f} MB"
+
+
+def test_large_images_are_decoded_reduced_and_normal_ones_as_they_are(encoder, tmp_path):
+    from embetter_core.base import FileBytes
+    from embetter_core.vision import REDUCE_ABOVE_PIXELS, load_image
+    from tests.test_bad_input import write_png
+
+    # Above the limit: the smallest whole factor that fits (PNG: reduce; JPEG: draft).
+    assert load_image(write_png(tmp_path / "big.png", 6000, 6000)).size == (3000, 3000)
+    kept_mode = ImageLoader(convert=None).transform([tmp_path / "big.png"])[0]
+    assert (kept_mode.mode, kept_mode.size) == ("L", (3000, 3000))
+    big = Image.merge(
+        "RGB",
+        [
+            Image.linear_gradient("L").resize((6000, 4000)),
+            Image.radial_gradient("L").resize((6000, 4000)),
+            Image.linear_gradient("L").rotate(90).resize((6000, 4000)),
+        ],
+    )
+    big.save(tmp_path / "big.jpg", quality=90)
+    reduced = load_image(tmp_path / "big.jpg")
+    assert reduced.size == (3000, 2000) and reduced.mode == "RGB"
+    assert reduced.width * reduced.height <= REDUCE_ABOVE_PIXELS
+    # The model sees 224 px: the vector barely moves.
+    with Image.open(tmp_path / "big.jpg") as full:
+        full.load()
+        vectors = encoder.transform([tmp_path / "big.jpg", full.convert("RGB")])
+    assert float(vectors[0] @ vectors[1]) > 0.99
+    # Modal containers decode the bytes the same way.
+    packed = FileBytes("big.jpg", (tmp_path / "big.jpg").read_bytes())
+    unpacked = encoder.unpack_items([packed])[0]
+    assert unpacked.size == reduced.size and unpacked.tobytes() == reduced.tobytes()
+
+    # At the limit and below: decoded as they are, so vectors are unchanged.
+    edge = load_image(write_png(tmp_path / "edge.png", 4096, 4096))
+    assert edge.size == (4096, 4096) and edge.mode == "RGB"
+    small = tmp_path / "small.png"
+    _image(5, size=(300, 200)).save(small)
+    with Image.open(small) as image:
+        assert load_image(small).tobytes() == image.convert("RGB").tobytes()
+
+
+def test_check_image_decodes_what_verify_lets_through(tmp_path, image_files):
+    from embetter_core.vision import check_image
+    from tests.test_bad_input import truncated_jpeg, write_png
+
+    for path in (
+        write_png(tmp_path / "short.png", 64, 64, finish=False),
+        truncated_jpeg(tmp_path / "cut.jpg"),
+    ):
+        with Image.open(path) as image:
+            image.verify()  # what ingest used to rely on
+        with pytest.raises(UnreadableImageError, match=f"{path.name}.*truncated") as info:
+            check_image(path)
+        assert info.value.path == str(path)
+    for path in image_files:
+        check_image(path)
+    with pytest.raises(FileNotFoundError, match="nowhere.png"):
+        check_image(tmp_path / "nowhere.png")

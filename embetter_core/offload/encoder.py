@@ -31,6 +31,11 @@ class ModalEncoder(EmbeddingEncoder):
         gpu: Modal GPU type (``"T4"``, ``"L4"``, ``"A10G"``, ``"H100"``...); ``"any"`` keeps
             the app's setting (by default the first free of L4, A10, T4).
         batch_size: items per remote call (one GPU container handles one call at a time).
+            The default, 1,024, is the batch the GPU device path was sized for (issue 14:
+            MiniLM's forward pass on length-sorted batches of 1,024 keeps an H100 busy); a
+            call of that size fills one forward pass when the wrapped encoder's own
+            ``batch_size`` (texts per forward pass on the GPU) is 1,024 too. Not measured on
+            Modal yet.
         mode: ``"deployed"`` (the app from ``modal deploy -m embetter_core.offload.modal_app``),
             ``"ephemeral"`` (``app.run()`` for this call: builds/uploads on first use), or
             ``"auto"`` (deployed if found, else ephemeral).
@@ -49,7 +54,7 @@ class ModalEncoder(EmbeddingEncoder):
         self,
         encoder: EmbeddingEncoder,
         gpu: str = "any",
-        batch_size: int = 256,
+        batch_size: int = 1024,
         mode: str = "deployed",
         app_name: str = APP_NAME,
         timeout: int | None = None,

@@ -1,0 +1,301 @@
+"""find_duplicates_incremental: equal to a full run after additions, edits and deletions
+(exact), equal to a full search over the same cells (ann), and a logged full run, never a
+silently different report, when the state file is missing, corrupt or from another setup."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from embetter_core import dedupe
+from embetter_core.dedupe import DuplicateReport, find_duplicates
+from embetter_core.errors import DedupeStateError
+from embetter_core.incremental import (
+    DedupeState,
+    find_duplicates_incremental,
+    state_path,
+)
+
+LOGGER = "embetter_core.incremental"
+
+
+def planted(n: int, d: int = 32, seed: int = 0) -> np.ndarray:
+    """Random rows with near-duplicate groups of 2-12 rows (cosines both sides of 0.9)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    rows = rng.permutation(n)
+    pos = 0
+    for size in [12, 8, 8] + [3] * 20 + [2] * 60:
+        if pos + size > n // 2:
+            break
+        centre = rng.standard_normal(d)
+        sigma = rng.uniform(0.1, 0.45)
+        X[rows[pos : pos + size]] = centre + sigma * rng.standard_normal((size, d))
+        pos += size
+    return X
+
+
+def same_as_full(inc: DuplicateReport, full: DuplicateReport) -> None:
+    """Everything a full run decides, compared field by field."""
+    assert inc.ids == full.ids
+    np.testing.assert_array_equal(inc.candidates.a, full.candidates.a)
+    np.testing.assert_array_equal(inc.candidates.b, full.candidates.b)
+    np.testing.assert_array_equal(inc.candidates.scores, full.candidates.scores)
+    assert inc.pairs == full.pairs
+    assert inc.clusters == full.clusters
+    assert inc.removed == full.removed
+    assert inc.selected == full.selected
+    assert inc.exact_groups == full.exact_groups
+    assert inc.zero_vector_ids == full.zero_vector_ids
+    assert inc.method == full.method and inc.recall_estimate == full.recall_estimate
+    for t in (inc.floor, (inc.floor + inc.threshold) / 2, 0.97):
+        assert inc.rethreshold(t).removed == full.rethreshold(t).removed
+
+
+def evolve(X, ids, texts, rng, *, add: int, edit: int, delete: int):
+    """The next night's corpus: rows deleted (some in clusters), rows edited (some moved next
+    to another row, so a pair appears), rows added (half near-copies of existing rows)."""
+    n, d = X.shape
+    in_pairs = sorted({i for a, b, _ in find_duplicates(X, threshold=0.8).pairs for i in (a, b)})
+    gone = set(rng.choice(in_pairs, size=delete // 2, replace=False).tolist())
+    rest = np.array(sorted(set(range(n)) - gone))
+    gone |= set(rng.choice(rest, size=delete - len(gone), replace=False).tolist())
+    keep = np.array([i for i in range(n) if i not in gone])
+    X, ids, texts = X[keep].copy(), [ids[i] for i in keep], [texts[i] for i in keep]
+    for row in rng.choice(len(X), size=edit, replace=False):
+        if row % 2:
+            X[row] = X[rng.integers(len(X))] + 0.2 * rng.standard_normal(d)
+        else:
+            X[row] = rng.standard_normal(d)
+        texts[row] = texts[row] + " (edited)"
+    new = rng.standard_normal((add, d)).astype(np.float32)
+    near = rng.choice(len(X), size=add // 2, replace=False)
+    new[: add // 2] = X[near] + rng.uniform(0.05, 0.4, (add // 2, 1)) * rng.standard_normal(
+        (add // 2, d)
+    )
+    tag = rng.integers(1 << 40)  # new ids never reuse an old one
+    new_ids = [f"row-{tag}-{k:04d}" for k in range(add)]
+    new_texts = [texts[i] if k < 3 else f"text {tag} {k}" for k, i in enumerate(near)]
+    new_texts += [f"text {tag} {k}" for k in range(len(new_texts), add)]
+    # new rows interleaved with the old ones: input order, and so `first`, moves too
+    order = rng.permutation(len(X) + add)
+    X = np.vstack([X, new])[order]
+    ids = [(ids + new_ids)[i] for i in order]
+    texts = [(texts + new_texts)[i] for i in order]
+    return X, ids, texts
+
+
+@pytest.mark.parametrize("keep", ["first", "longest"])
+def test_exact_incremental_equals_full_run_over_several_nights(tmp_path, caplog, keep) -> None:
+    rng = np.random.default_rng(1)
+    X = planted(1500, seed=1)
+    X[5] = 0  # a zero vector stays one
+    ids = [f"row-{i:05d}" for i in range(len(X))]
+    texts = [f"text {i % 1400}" for i in range(len(X))]  # 100 exact-text duplicates
+    state = state_path(tmp_path / "vectors.h5")
+    kw = {"threshold": 0.9, "method": "exact", "keep": keep, "fingerprint": "enc-a"}
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        first = find_duplicates_incremental(X, state, ids, texts=texts, **kw)
+    assert first.params["incremental"]["mode"] == "full" and state.exists()
+    assert any("no state" in r.getMessage() for r in caplog.records)
+    for night in range(3):
+        X, ids, texts = evolve(X, ids, texts, rng, add=60, edit=15, delete=20)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger=LOGGER):
+            inc = find_duplicates_incremental(X, state, ids, texts=texts, **kw)
+        assert not caplog.records  # nothing to say: the state was used
+        full = find_duplicates(X, ids, texts=texts, threshold=0.9, method="exact", keep=keep)
+        info = inc.params["incremental"]
+        assert info["mode"] == "incremental", (night, info)
+        assert info["fresh"] == 60 + 15 and info["edited"] == 15 and info["deleted"] == 20
+        assert info["reused_pairs"] > 0 and info["rechecked"] > 0
+        same_as_full(inc, full)
+        assert len(inc.removed) > 50
+        # nearest: the full run's value for searched rows and rows with a partner >= floor;
+        # else an upper bound (a deleted nearest neighbour below the floor)
+        near = np.nan_to_num(full.nearest, nan=-1)
+        got = np.nan_to_num(inc.nearest, nan=-1)
+        assert (got >= near - 1e-6).all()
+        sure = near >= inc.floor
+        np.testing.assert_allclose(got[sure], near[sure], atol=1e-6)
+        assert np.isnan(inc.nearest[inc.ids.index("row-00005")])
+
+
+def test_ann_incremental_equals_a_full_search_over_the_same_cells(tmp_path) -> None:
+    rng = np.random.default_rng(2)
+    X = planted(4000, seed=2)
+    ids = [f"row-{i:05d}" for i in range(len(X))]
+    texts = [f"text {i}" for i in range(len(X))]
+    state = tmp_path / "s.dedupe-state.npz"
+    kw = {"threshold": 0.85, "method": "ann", "nlist": 40, "nprobe": 2}
+    first = find_duplicates_incremental(X, state, ids, texts=texts, **kw)
+    assert first.params["incremental"]["mode"] == "full"
+    assert DedupeState.load(state).cells is not None
+    X, ids, texts = evolve(X, ids, texts, rng, add=200, edit=40, delete=30)
+    inc = find_duplicates_incremental(X, state, ids, texts=texts, **kw)
+    assert inc.params["incremental"]["mode"] == "incremental"
+    assert inc.method == "ann" and inc.params["nlist"] == 40
+
+    # a full search of today's rows over the same cells finds the same candidates
+    rank, order = dedupe._canonical_order(ids)
+    Xc, _, _ = dedupe._load_normalised(X, len(X), rank)
+    cells = inc.candidates.cells.renumbered(rank)  # input rows -> search order
+    screen = np.float32(inc.floor - 1e-4)
+    found = dedupe._search_cells(Xc, cells, screen, block=256, n_jobs=1, limit=10**8)
+    scores = dedupe._rescore(Xc, found.lo, found.hi)
+    ok = scores >= inc.floor
+    want = {
+        tuple(sorted((ids[order[a]], ids[order[b]])))
+        for a, b in zip(found.lo[ok], found.hi[ok], strict=True)
+    }
+    pairs = zip(inc.candidates.a, inc.candidates.b, strict=True)
+    got = {tuple(sorted((ids[a], ids[b]))) for a, b in pairs}
+    assert got == want and len(got) > 100
+    # ...and nearly all of an exact run's pairs, with a recall estimate saying so
+    exact = find_duplicates(X, ids, threshold=0.85, method="exact")
+    truth = {(a, b) for a, b, _ in exact.pairs}
+    mine = {(a, b) for a, b, _ in inc.pairs}
+    assert mine <= truth and len(mine) >= 0.97 * len(truth)
+    assert 0.9 <= inc.recall_estimate <= 1.0
+    sample = inc.candidates.recall
+    assert sample is not None and len(sample.rows) > 400
+    assert not set(np.asarray(ids)[sample.rows]) - set(ids)  # deleted rows left the sample
+
+
+def test_corrupt_state_falls_back_to_a_logged_full_run(tmp_path, caplog) -> None:
+    X = planted(600, seed=3)
+    ids = [f"row-{i:05d}" for i in range(len(X))]
+    state = tmp_path / "v.dedupe-state.npz"
+    find_duplicates_incremental(X, state, ids, threshold=0.9)
+    full = find_duplicates(X, ids, threshold=0.9)
+    data = bytearray(state.read_bytes())
+    for bad in (bytes(data[: len(data) // 2]), b"not a state file", _flip_a_byte(data)):
+        state.write_bytes(bad)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger=LOGGER):
+            report = find_duplicates_incremental(X, state, ids, threshold=0.9)
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+        message = warnings[0].getMessage()
+        assert str(state) in message and "full dedupe" in message
+        assert "cannot be read" in message or "not valid" in message
+        assert report.params["incremental"]["mode"] == "full"
+        same_as_full(report, full)
+        DedupeState.load(state)  # a good state was written again
+        again = find_duplicates_incremental(X, state, ids, threshold=0.9)
+        assert again.params["incremental"]["mode"] == "incremental"
+        assert again.params["incremental"]["fresh"] == 0
+
+
+def _flip_a_byte(data: bytearray) -> bytes:
+    """A byte flipped inside the stored scores: the zip's CRC catches it."""
+    out = bytearray(data)
+    at = out.index(b"scores.npy") + 200
+    out[at] ^= 0xFF
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"threshold": 0.8}, "floor 0.8"),
+        ({"fingerprint": "clip-vit-b32"}, "encoder fingerprint 'minilm-l6@abc'"),
+        ({"method": "ann", "nlist": 10}, "engine 'exact'"),
+    ],
+)
+def test_state_of_another_setup_is_not_used(tmp_path, caplog, change, named) -> None:
+    X = planted(800, seed=4)
+    ids = [f"row-{i:05d}" for i in range(len(X))]
+    state = tmp_path / "v.dedupe-state.npz"
+    base = {"threshold": 0.9, "method": "exact", "fingerprint": "minilm-l6@abc"}
+    find_duplicates_incremental(X, state, ids, **base)
+    args = {**base, **change}
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        report = find_duplicates_incremental(X, state, ids, **args)
+    (record,) = caplog.records
+    assert named in record.getMessage() and str(state) in record.getMessage()
+    assert report.params["incremental"]["mode"] == "full"
+    args.pop("fingerprint")
+    same_as_full(report, find_duplicates(X, ids, **args))
+
+
+def test_too_much_change_runs_in_full_and_says_why(tmp_path, caplog) -> None:
+    X = planted(500, seed=5)
+    ids = [f"row-{i:05d}" for i in range(len(X))]
+    state = tmp_path / "v.dedupe-state.npz"
+    find_duplicates_incremental(X, state, ids, threshold=0.9)
+    X2 = np.vstack([X, planted(400, seed=6)])
+    ids2 = ids + [f"new-{i}" for i in range(400)]
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        report = find_duplicates_incremental(X2, state, ids2, threshold=0.9)
+    assert "over max_fresh=0.3" in caplog.records[-1].getMessage()
+    assert report.params["incremental"]["mode"] == "full"
+    same_as_full(report, find_duplicates(X2, ids2, threshold=0.9))
+
+
+def test_state_round_trips_and_inconsistent_files_are_refused(tmp_path) -> None:
+    X = planted(700, seed=7)
+    ids = [f"row-{i:05d}" for i in range(len(X))]
+    path = tmp_path / "v.dedupe-state.npz"
+    report = find_duplicates_incremental(X, path, ids, threshold=0.85, method="ann", nlist=20)
+    state = DedupeState.load(path)
+    assert state.ids.tolist() == ids and state.method == "ann" and state.floor == report.floor
+    np.testing.assert_array_equal(state.a, report.candidates.a)
+    np.testing.assert_array_equal(state.cells.primary, report.candidates.cells.primary)
+    np.testing.assert_array_equal(state.recall.found, report.candidates.recall.found)
+    with np.load(path) as data:
+        arrays = dict(data)
+    arrays["b"] = arrays["b"] + len(ids)  # rows that do not exist
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+    with pytest.raises(
+        DedupeStateError, match=r"v\.dedupe-state\.npz is not valid: candidate rows"
+    ):
+        DedupeState.load(path)
+
+
+def test_real_minilm_texts_edited_between_runs(tmp_path, sentence_encoder) -> None:
+    texts = [
+        "Command-line tool to convert images between formats.",
+        "A command line utility that converts images from one format to another.",
+        "Library for reading and writing PNG files.",
+        "Documentation for the PNG library.",
+        "Python bindings for the PNG library.",
+        "Fast JSON parser written in C.",
+        "A fast C library for parsing JSON.",
+        "Fonts for mathematical typesetting.",
+    ]
+    ids = [f"pkg-{i}" for i in range(len(texts))]
+    state = tmp_path / "v.dedupe-state.npz"
+    fp = sentence_encoder.fingerprint()
+    kw = {"threshold": 0.8, "method": "exact", "fingerprint": fp, "max_fresh": 1.0}
+    find_duplicates_incremental(sentence_encoder.transform(texts), state, ids, texts=texts, **kw)
+    texts[7] = "Debug symbols for the PNG library."  # edited
+    texts += ["Mathematical fonts for typesetting.", "Utility to convert image formats."]
+    ids += ["pkg-8", "pkg-9"]
+    del texts[2], ids[2]  # deleted
+    vecs = sentence_encoder.transform(texts)
+    inc = find_duplicates_incremental(vecs, state, ids, texts=texts, **kw)
+    assert inc.params["incremental"]["mode"] == "incremental"
+    assert inc.params["incremental"]["fresh"] == 3
+    same_as_full(inc, find_duplicates(vecs, ids, texts=texts, threshold=0.8, method="exact"))
+    assert inc.removed["pkg-9"][0] == "pkg-0"
+
+
+def test_state_with_repeated_ids_falls_back_with_a_warning(tmp_path, caplog) -> None:
+    X = planted(300, seed=8)
+    ids = [f"row-{i:05d}" for i in range(len(X))]
+    path = tmp_path / "v.dedupe-state.npz"
+    find_duplicates_incremental(X, path, ids, threshold=0.9)
+    with np.load(path) as data:
+        arrays = dict(data)
+    arrays["ids"][1] = arrays["ids"][0]
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        report = find_duplicates_incremental(X, path, ids, threshold=0.9)
+    (record,) = caplog.records
+    assert "ids repeat" in record.getMessage() and str(path) in record.getMessage()
+    same_as_full(report, find_duplicates(X, ids, threshold=0.9))

@@ -1,0 +1,125 @@
+"""A killed command line takes its temporary Prefect server with it.
+
+The CLI runs in a subprocess without ``PREFECT_API_URL``, so it starts a temporary server (a
+uvicorn child). Once that server listens, the CLI is killed; no process it started may stay.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flows.embed_corpus import DEMO_CORPUS
+
+psutil = pytest.importorskip("psutil")
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_cli(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """``python -m flows.embed_corpus`` on 300 demo rows, with a server of its own."""
+    corpus = tmp_path / "corpus.csv"
+    pd.read_csv(DEMO_CORPUS, keep_default_na=False, dtype=str).head(300).to_csv(corpus)
+    log = tmp_path / "cli.log"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    args = [str(corpus), "--id-column", "package", "--chunk-size", "20", "--no-progress"]
+    for flag, name in [("--output", "out/e.h5"), ("--cache-dir", "cache"), ("--report-dir", "r")]:
+        args += [flag, str(tmp_path / name)]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.embed_corpus", *args],
+            cwd=ROOT,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return proc, log
+
+
+def listening_server(proc: subprocess.Popen, log: Path) -> psutil.Process:
+    """The CLI's uvicorn child, once it accepts connections."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if "uvicorn" in " ".join(child.cmdline()) and any(
+                    c.status == psutil.CONN_LISTEN for c in child.net_connections()
+                ):
+                    return child
+            except psutil.Error:  # gone, or a zombie, since it was listed
+                continue
+        time.sleep(0.2)
+    pytest.fail(f"the CLI's server never listened:\n{log.read_text()}")
+
+
+def running(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def survivors(processes: list[psutil.Process], within: float) -> str:
+    """Those still running (zombies count as gone) after up to ``within`` seconds, described
+    ("" for none)."""
+    deadline = time.monotonic() + within
+    while any(map(running, processes)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = []
+    for p in processes:
+        try:
+            if running(p):
+                left.append(f"{p.pid}: {' '.join(p.cmdline())[:120]}")
+        except psutil.Error:
+            continue
+    return "; ".join(left)
+
+
+def kill_all(proc: subprocess.Popen, processes: list[psutil.Process]) -> None:
+    """Whatever the test's outcome, leave nothing running."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for p in processes:
+        if running(p):
+            p.kill()
+
+
+def test_sigkill_leaves_no_process_behind(tmp_path):
+    proc, log = start_cli(tmp_path)
+    descendants: list[psutil.Process] = []
+    try:
+        server = listening_server(proc, log)
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        assert server in descendants
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        left = survivors(descendants, within=15)
+        assert not left, f"still running after kill -9 of the CLI: {left}"
+    finally:
+        kill_all(proc, descendants)
+
+
+def test_sigterm_stops_the_run_and_its_server(tmp_path):
+    proc, log = start_cli(tmp_path)
+    descendants: list[psutil.Process] = []
+    try:
+        listening_server(proc, log)
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=120)
+        left = survivors(descendants, within=2)
+        assert not left, f"still running after the CLI exited: {left}"
+        assert code == 128 + signal.SIGTERM, log.read_text()
+        assert "stopped by SIGTERM" in log.read_text()
+    finally:
+        kill_all(proc, descendants)
