@@ -51,7 +51,7 @@ class EmbeddingEncoder(TransformerMixin, BaseEstimator):
     #: what ``transform`` encodes: ``"text"``, and ``"image"`` for an encoder that reads images.
     modalities: ClassVar[tuple[str, ...]] = ("text",)
 
-    def fit(self, X: Any = None, y: Any = None) -> EmbeddingEncoder:  # noqa: N803
+    def fit(self, X: Any = None, y: Any = None) -> EmbeddingEncoder:
         """Do nothing: encoders are pretrained. Returns ``self``."""
         return self
 
@@ -75,7 +75,7 @@ class EmbeddingEncoder(TransformerMixin, BaseEstimator):
         state = super().__getstate__()
         return {k: v for k, v in state.items() if not k.startswith("_lazy_")}
 
-    def validate_input(self, X: Any) -> list[Any]:  # noqa: N803
+    def validate_input(self, X: Any) -> list[Any]:
         """Check the input and return it as a list; text encoders take strings only."""
         return check_texts(X)
 
@@ -215,7 +215,7 @@ def _is_missing(item: Any) -> bool:
     return item is None or (isinstance(item, float) and math.isnan(item))
 
 
-def check_texts(X: Any) -> list[str]:  # noqa: N803
+def check_texts(X: Any) -> list[str]:
     """Validate text input and return it as a list of ``str``.
 
     Accepts a list, tuple, pandas Series or 1-D array of strings. ``None``, NaN, non-strings
@@ -291,7 +291,7 @@ def is_blank_text(text: str) -> bool:
 _INVISIBLE = frozenset({"Cc", "Cf"})
 
 
-def _as_iterable(X: Any) -> Iterable[Any]:  # noqa: N803
+def _as_iterable(X: Any) -> Iterable[Any]:
     try:
         return iter(X)
     except TypeError:

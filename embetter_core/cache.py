@@ -107,10 +107,10 @@ class CachedEncoder(EmbeddingEncoder):
     def cache_keys(self, items: Sequence[Any]) -> list[Any]:
         return self.encoder.cache_keys(items)
 
-    def validate_input(self, X: Any) -> list[Any]:  # noqa: N803
+    def validate_input(self, X: Any) -> list[Any]:
         return self.encoder.validate_input(X)
 
-    def transform(self, X: Any) -> np.ndarray:  # noqa: N803
+    def transform(self, X: Any) -> np.ndarray:
         """Vectors for ``X`` in input order: cached ones read, the rest encoded and stored."""
         items = self.validate_input(X)
         cache = self.cache_

@@ -134,13 +134,12 @@ def check_outputs_apart(
         for source_label, source in sources.items():
             if _same_file(target, source):
                 what = "input folder" if source.is_dir() else "input"
-                raise OutputClashError(
-                    f"{label} would overwrite the {what} {source_label}: both are {target}"
-                )
+                both = f"both are {target}" if target == source else f"{target} is {source}"
+                raise OutputClashError(f"{label} would overwrite the {what} {source_label}: {both}")
             if source.is_dir() and _is_image_inside(target, source):
                 raise OutputClashError(
-                    f"{label} would write an image, {target}, into the input folder "
-                    f"{source_label} ({source}): a rerun would read it as part of the corpus"
+                    f"{label} would write the image {target} into the folder of the input "
+                    f"{source_label}, {source}: a rerun would read it as part of the corpus"
                 )
         other = next((seen[p] for p in seen if _same_file(target, p)), None)
         if other is not None:

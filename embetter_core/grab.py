@@ -21,7 +21,7 @@ class ColumnGrabber(EmbeddingEncoder):
     def _fingerprint_fields(self) -> dict[str, Any]:
         return {"colname": self.colname}
 
-    def transform(self, X: Any) -> list[Any]:  # noqa: N803
+    def transform(self, X: Any) -> list[Any]:
         """Return the column's values as a list."""
         if hasattr(X, "columns"):
             if self.colname not in X.columns:

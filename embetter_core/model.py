@@ -114,14 +114,14 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"unknown pair features {unknown or names}; choose from {FEATURES}")
         return names
 
-    def _items(self, X: Any, which: str) -> list[Any]:  # noqa: N803
+    def _items(self, X: Any, which: str) -> list[Any]:
         validate = getattr(self.enc, "validate_input", None)
         try:
             return list(validate(X)) if validate is not None else _as_list(X, which)
         except ValueError as exc:
             raise ValueError(f"{which}: {exc}") from exc
 
-    def pair_vectors(self, X1: Any, X2: Any) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
+    def pair_vectors(self, X1: Any, X2: Any) -> tuple[np.ndarray, np.ndarray]:
         """The embeddings of ``X1`` and ``X2``, from one encoder call on their union.
 
         >>> from embetter_core import SentenceEncoder
@@ -173,7 +173,7 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
         return np.hstack(parts)
 
     # -- the estimator -----------------------------------------------------------------
-    def fit(self, X1: Any, X2: Any, y: Any) -> DifferenceClassifier:  # noqa: N803
+    def fit(self, X1: Any, X2: Any, y: Any) -> DifferenceClassifier:
         """Fit a clone of the head on the pair features of ``(X1[i], X2[i])`` and ``y[i]``;
         the fitted head becomes ``clf_head`` and ``clf_head_``."""
         self._check_features()
@@ -188,7 +188,7 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = int(a.shape[1])
         return self
 
-    def _fitted_features(self, X1: Any, X2: Any) -> np.ndarray:  # noqa: N803
+    def _fitted_features(self, X1: Any, X2: Any) -> np.ndarray:
         check_is_fitted(self, "clf_head_")
         a, b = self.pair_vectors(X1, X2)
         if a.shape[0] and a.shape[1] != self.n_features_in_:
@@ -198,25 +198,25 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
             )
         return self.pair_features(a, b)
 
-    def predict(self, X1: Any, X2: Any) -> np.ndarray:  # noqa: N803
+    def predict(self, X1: Any, X2: Any) -> np.ndarray:
         """The predicted class of each pair."""
         feats = self._fitted_features(X1, X2)
         if not len(feats):
             return self.classes_[:0].copy()
         return self.clf_head_.predict(feats)
 
-    def predict_proba(self, X1: Any, X2: Any) -> np.ndarray:  # noqa: N803
+    def predict_proba(self, X1: Any, X2: Any) -> np.ndarray:
         """Class probabilities ``(n, 2)``, columns in the order of ``classes_``."""
         feats = self._fitted_features(X1, X2)
         if not len(feats):
             return np.zeros((0, len(self.classes_)))
         return self.clf_head_.predict_proba(feats)
 
-    def similarity(self, X1: Any, X2: Any) -> np.ndarray:  # noqa: N803
+    def similarity(self, X1: Any, X2: Any) -> np.ndarray:
         """The probability of the "similar" class (``classes_[-1]``) for each pair."""
         return self.predict_proba(X1, X2)[:, -1]
 
-    def score(self, X1: Any, X2: Any, y: Any) -> float:  # noqa: N803
+    def score(self, X1: Any, X2: Any, y: Any) -> float:
         """Accuracy of ``predict(X1, X2)`` against ``y``."""
         _check_lengths(X1=_length(X1), X2=_length(X2), y=_length(y))
         labels = _check_labels(y, need_two=False)
@@ -379,7 +379,7 @@ def _load_payload(path: str, trusted: Sequence[str] = ()) -> dict[str, Any]:
 
 
 # -- validation helpers ------------------------------------------------------------------
-def _as_list(X: Any, which: str) -> list[Any]:  # noqa: N803
+def _as_list(X: Any, which: str) -> list[Any]:
     if isinstance(X, str):
         raise ValueError("expected a sequence, got a single string; wrap it in a list")
     if hasattr(X, "tolist") and getattr(X, "ndim", 1) == 1:
@@ -390,7 +390,7 @@ def _as_list(X: Any, which: str) -> list[Any]:  # noqa: N803
         raise ValueError(f"expected a sequence, got {type(X).__name__}") from None
 
 
-def _length(X: Any) -> int:  # noqa: N803
+def _length(X: Any) -> int:
     try:
         return len(X)
     except TypeError:

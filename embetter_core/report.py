@@ -265,10 +265,12 @@ def write_html(
     max_clusters: int = 20,
     max_members: int = 10,
     max_chars: int = 500,
+    sections: Sequence[str] = (),
 ) -> Path:
     """Write a self-contained HTML page: counts, a similarity histogram (embedded PNG),
     method and recall estimate, ``extra``, the largest clusters and top pairs with their
-    texts (HTML-escaped). Returns the path."""
+    texts (HTML-escaped). ``sections``: ready-made (already escaped) HTML fragments added at
+    the end of the page. Returns the path."""
     lookup = _lookup(report, texts)
     esc = html.escape
 
@@ -355,5 +357,6 @@ def write_html(
     if report.zero_vector_ids:
         shown = ", ".join(str(i) for i in report.zero_vector_ids[:50])
         parts.append(f'<h2 id="zero">Zero vectors (match nothing)</h2><p>{esc(shown)}</p>')
+    parts += list(sections)
     parts.append("</body></html>\n")
     return write_atomic(path, "\n".join(p for p in parts if p))

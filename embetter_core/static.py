@@ -198,7 +198,7 @@ class StaticEncoder(EmbeddingEncoder):
         """The vector size of the model."""
         return int(self.model_.dim)
 
-    def transform(self, X: Any) -> np.ndarray:  # noqa: N803
+    def transform(self, X: Any) -> np.ndarray:
         """Encode a list / Series / 1-D array of strings into a float32 array ``(n, d)``."""
         texts = self.validate_input(X)
         if not texts:

@@ -86,8 +86,8 @@ class SentenceEncoder(EmbeddingEncoder):
     """
 
     #: Best dedupe threshold on the Debian same-source labels (``benchmarks.dedupe_quality``,
-    #: removal F1 0.613 on all 63,482 rows; see BENCHMARKS.md).
-    recommended_threshold = 0.85
+    #: removal F1 0.660 on all 63,482 rows with the no-chain removal rule; see BENCHMARKS.md).
+    recommended_threshold = 0.82
 
     remote_packages = (  # what a Modal container needs to run it
         "torch",
@@ -140,7 +140,7 @@ class SentenceEncoder(EmbeddingEncoder):
             get_dim = model.get_sentence_embedding_dimension
         return int(get_dim())
 
-    def transform(self, X: Any) -> np.ndarray:  # noqa: N803
+    def transform(self, X: Any) -> np.ndarray:
         """Encode a list / Series / 1-D array of strings into a float32 array ``(n, d)``.
 
         Texts are batched by their token count, longest first, so a batch pads little;

@@ -217,7 +217,7 @@ def _check_image_file(path: str | os.PathLike[str], pos: int) -> None:
         ) from exc
 
 
-def _as_list(X: Any, what: str) -> list[Any]:  # noqa: N803
+def _as_list(X: Any, what: str) -> list[Any]:
     if isinstance(X, str | os.PathLike | Image.Image):
         raise ValueError(f"expected a sequence of {what}, got a single item; wrap it in a list")
     if hasattr(X, "ndim") and getattr(X, "ndim", 1) != 1:
@@ -446,7 +446,7 @@ class ClipEncoder(EmbeddingEncoder):
         return int(dim)
 
     # -- the encoder contract -----------------------------------------------------------------
-    def validate_input(self, X: Any) -> list[Any]:  # noqa: N803
+    def validate_input(self, X: Any) -> list[Any]:
         """Return ``X`` as a list; fail on None / NaN / other types (naming the position) and
         on a missing or undecodable image file (naming the file)."""
         items = _as_list(X, "images, image paths or texts")
@@ -473,7 +473,7 @@ class ClipEncoder(EmbeddingEncoder):
                 keys.append(content_key(item))
         return keys
 
-    def transform(self, X: Any) -> np.ndarray:  # noqa: N803
+    def transform(self, X: Any) -> np.ndarray:
         """Encode images and texts into a float32 array ``(n, d)`` of unit-length rows."""
         import torch
 
@@ -571,14 +571,14 @@ class ImageLoader(TransformerMixin, BaseEstimator):
     def __init__(self, convert: str | None = "RGB") -> None:
         self.convert = convert
 
-    def fit(self, X: Any = None, y: Any = None) -> ImageLoader:  # noqa: N803
+    def fit(self, X: Any = None, y: Any = None) -> ImageLoader:
         """Do nothing. Returns ``self``."""
         return self
 
     def __sklearn_is_fitted__(self) -> bool:
         return True
 
-    def transform(self, X: Any) -> list[Image.Image]:  # noqa: N803
+    def transform(self, X: Any) -> list[Image.Image]:
         """Load every path in ``X`` (a list, tuple, Series or 1-D array) as a PIL image."""
         images = []
         for pos, item in enumerate(_as_list(X, "image paths")):

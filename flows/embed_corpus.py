@@ -19,8 +19,6 @@ import re
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,14 +29,18 @@ from prefect.futures import PrefectFuture
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from embetter_core import store as store_lib
-from embetter_core.corpus import Corpus
+from embetter_core.corpus import Corpus, corpus_kind
 from embetter_core.dedupe import DEFAULT_THRESHOLD, DuplicateReport
-from embetter_core.spec import ENCODERS, EncoderSpec
+from embetter_core.files import check_outputs_apart
+from embetter_core.keep import KeepRule, keep_values_for
+from embetter_core.outputs import check_deduplicated_path
+from embetter_core.spec import ENCODERS, EncoderSpec, encoder_class
 from embetter_core.store import StoreWriter
+from flows.cli import Stopped, check_model_loads, error_line, stop_on_signals, temporary_server
 from flows.offline import use_offline_defaults
 from flows.params import Cli, add_options, flow_with_params, options_given
 from tasks.dedupe import find_duplicates_in_store
-from tasks.embed import embed_chunk
+from tasks.embed import cached_encoder, embed_chunk
 from tasks.ingest import ingest
 from tasks.persist import commit_store, create_store, persist_chunk
 from tasks.report import EmbedResult, publish_report
@@ -94,7 +96,20 @@ class EmbedParams(BaseModel):
     dedupe_method: Literal["auto", "exact", "ann"] = Field(
         "auto", description="exact blocked search, approximate (ann), or auto by corpus size"
     )
-    report_dir: str = Field("out/report", description="folder for pairs.csv and report.html")
+    report_dir: str = Field(
+        "out/report", description="folder for pairs.csv, removed.csv and report.html"
+    )
+    keep: str = Field(
+        "first",
+        description="which row of near-duplicates is kept: first or last (input order), "
+        "longest or shortest (text), or column:NAME[:desc|asc] (highest/lowest value of a "
+        "numeric or date column); ties go to the first",
+    )
+    write_deduplicated: str | None = Field(
+        None,
+        description="also write the corpus without the removed rows to this path, in the "
+        "input's format (for an image folder: a .txt of the kept paths)",
+    )
     skip_invalid: bool = Field(
         False,
         description="drop empty/duplicate/unreadable rows and list them in the report "
@@ -143,6 +158,11 @@ class EmbedParams(BaseModel):
             raise ValueError(f"output must be an .h5 file, got {value!r}")
         return value
 
+    @field_validator("keep")
+    @classmethod
+    def _keep_rule(cls, value: str) -> str:
+        return str(KeepRule.parse(value))  # a bad rule fails here, before any work
+
     @field_validator("input_path", "difference_model")
     @classmethod
     def _exists(cls, value: str | None) -> str | None:
@@ -150,11 +170,52 @@ class EmbedParams(BaseModel):
             raise ValueError(f"not found: {value}")
         return value
 
+    @field_validator("cache_dir")
+    @classmethod
+    def _cache_is_a_folder(cls, value: str) -> str:
+        if Path(value).exists() and not Path(value).is_dir():
+            raise ValueError(f"{value} is a file; expected a folder for the embedding cache")
+        return value
+
+    @model_validator(mode="after")
+    def _encoder_reads_the_corpus(self) -> EmbedParams:
+        assert self.input_path is not None  # the demo corpus when none is given
+        kind = corpus_kind(self.input_path)
+        if kind not in encoder_class(self.encoder).modalities:
+            what = "a folder of images" if kind == "image" else "a text corpus"
+            readers = [k for k in ENCODERS if kind in encoder_class(k).modalities]
+            raise ValueError(
+                f"{self.input_path} is {what}, which the {self.encoder!r} encoder cannot read: "
+                f"use encoder={readers[0]!r} (--encoder {readers[0]})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _outputs_apart(self) -> EmbedParams:
+        check_outputs_apart(self.input_paths(), self.output_paths())
+        return self
+
     @model_validator(mode="after")
     def _probability_needs_model(self) -> EmbedParams:
         if self.min_probability is not None and not self.difference_model:
             raise ValueError("min_probability needs a difference_model to score the pairs")
         return self
+
+    def input_paths(self) -> dict[str, str | None]:
+        """The files the run reads, named as a user knows them."""
+        return {"corpus": self.input_path, "--difference-model": self.difference_model}
+
+    def output_paths(self) -> dict[str, str | None]:
+        """Every file the run writes, named as a user knows them: one refused before any work
+        if it would overwrite an input or another output. A new output is one line here."""
+        report = Path(self.report_dir)
+        return {
+            "--output": self.output,
+            "pairs.csv in --report-dir": str(report / "pairs.csv"),
+            "removed.csv in --report-dir": str(report / "removed.csv"),
+            "report.html in --report-dir": str(report / "report.html"),
+            "--write-deduplicated": self.write_deduplicated,
+        }
 
     def encoder_spec(self) -> EncoderSpec:
         """The encoder these parameters describe."""
@@ -182,15 +243,16 @@ def embed_corpus(params: EmbedParams) -> EmbedResult:
     spec = params.encoder_spec()
     fingerprint = spec.build_local().fingerprint()
     cache = cache_folder(params.cache_dir, spec, fingerprint)
-    check_before_work(params, spec)
+    check_before_work(params, spec, cache)
 
     corpus: Corpus = ingest(
         params.input_path, params.text_column, params.id_column, params.skip_invalid
     )
+    keep_values = keep_values_for(params.keep, corpus)  # a bad --keep column fails here
     writer, counts = embed_and_persist(corpus, spec, fingerprint, cache, params)
     store_path: Path = commit_store(writer)
     report: DuplicateReport = find_duplicates_in_store(
-        str(store_path), params.threshold, params.dedupe_method
+        str(store_path), params.threshold, params.dedupe_method, params.keep, keep_values
     )
     report, probabilities = apply_difference_model(report, corpus, params, spec, cache)
     return publish_report(
@@ -204,6 +266,8 @@ def embed_corpus(params: EmbedParams) -> EmbedResult:
         difference_model=params.difference_model,
         min_probability=params.min_probability,
         probabilities=probabilities,
+        deduplicated=params.write_deduplicated,
+        id_column=params.id_column,
     )
 
 
@@ -220,24 +284,29 @@ def cache_folder(cache_dir: str, spec: EncoderSpec, fingerprint: str | None = No
     return str(Path(cache_dir) / f"{slug}-{digest}")
 
 
-def check_before_work(params: EmbedParams, spec: EncoderSpec) -> None:
-    """Fail before any work on what would fail later: an output folder that cannot be
-    written, Modal without a token or network, a difference model of another encoder."""
+def check_before_work(params: EmbedParams, spec: EncoderSpec, cache: str) -> None:
+    """Fail before any work on what would fail later: an output or cache folder that cannot
+    be written, Modal without a token or network, a difference model of another encoder, a
+    model that is not on this disk (loaded now into the encoder the chunks use)."""
     check_outputs(params)
     check_backend(spec)
     check_difference_model(params.difference_model, spec)
+    if spec.backend == "local":
+        check_model_loads(cached_encoder(spec, cache).encoder)
 
 
 def check_outputs(params: EmbedParams) -> None:
     """Fail before any work when an output folder cannot be written."""
     store_lib.check_writable(params.output)
-    report_dir = Path(params.report_dir)
-    try:
-        report_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PermissionError(f"cannot create the report folder {report_dir}: {exc}") from exc
-    if not os.access(report_dir, os.W_OK | os.X_OK):
-        raise PermissionError(f"the report folder {report_dir} is not writable")
+    for folder, option in [(params.report_dir, "--report-dir"), (params.cache_dir, "--cache-dir")]:
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PermissionError(f"cannot create the folder {folder} ({option}): {exc}") from exc
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(f"the folder {folder} ({option}) is not writable")
+    if params.write_deduplicated:
+        check_deduplicated_path(str(params.input_path), params.write_deduplicated)
 
 
 def check_difference_model(path: str | None, spec: EncoderSpec) -> None:
@@ -268,10 +337,11 @@ def apply_difference_model(
     if not params.difference_model:
         return report, None
     text_of = corpus.texts_by_id()
+    as_items = encoder_items(corpus, spec)
     probabilities = score_candidate_pairs(
         params.difference_model,
-        [text_of[a] for a, _, _ in report.pairs],
-        [text_of[b] for _, b, _ in report.pairs],
+        as_items([text_of[a] for a, _, _ in report.pairs]),
+        as_items([text_of[b] for _, b, _ in report.pairs]),
         spec,
         cache,
     )
@@ -280,6 +350,13 @@ def apply_difference_model(
     keep = probabilities >= params.min_probability
     get_run_logger().info("difference model keeps %d of %d pairs", keep.sum(), len(keep))
     return report.keep_pairs(keep), probabilities[keep]
+
+
+def encoder_items(corpus: Corpus, spec: EncoderSpec) -> Any:
+    """How the corpus's rows go to the encoder: a text corpus's rows as texts, even where one
+    looks like an image path (``ClipEncoder`` would read ``"cat.png"`` as a file), an image
+    corpus's as the image files they are."""
+    return spec.encoder_class().text_items if corpus.kind == "text" else list
 
 
 def embed_and_persist(
@@ -297,6 +374,7 @@ def embed_and_persist(
     """
     logger = get_run_logger()
     chunks = corpus.encode_chunks(params.chunk_size)
+    as_items = encoder_items(corpus, spec)
     progress_id = create_progress_artifact(
         progress=0.0, key="embed-corpus-progress", description="Chunks embedded and persisted"
     )
@@ -344,7 +422,7 @@ def embed_and_persist(
 
     try:
         for number, rows in enumerate(chunks, start=1):
-            items = [corpus.items[i] for i in rows]
+            items = as_items([corpus.items[i] for i in rows])
             future = embed_chunk.submit(items, number, spec, cache)
             pending.append((number, rows, future))
             if len(pending) >= params.max_in_flight:
@@ -373,37 +451,6 @@ def dask_runner(address: str | None = None, n_workers: int = 2) -> Any:
     )
 
 
-@contextmanager
-def api_for_workers(needed: bool) -> Iterator[None]:
-    """Without ``PREFECT_API_URL``, start one temporary server that Dask workers share.
-
-    Otherwise each worker process would start a temporary server of its own.
-    """
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-        temporary_settings,
-    )
-
-    if not needed or PREFECT_API_URL.value():
-        yield
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-    server.start(timeout=PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
-    try:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
-            try:
-                yield
-            finally:
-                from prefect.logging.handlers import APILogHandler
-
-                APILogHandler().flush()  # send the run's last logs while the server is up
-    finally:
-        server.stop()
-
-
 # -- the command line ---------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one option per field of :class:`EmbedParams`, and how to run."""
@@ -428,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--dask-workers",
-        type=int,
+        type=_positive,
         default=2,
         help="with --runner dask and no address: LocalCluster worker processes (default: 2)",
     )
@@ -438,22 +485,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the flow from the command line; prints the output paths, or the error (status 1)."""
+    """Run the flow from the command line; prints the output paths, or the error (status 1).
+
+    Parameters and outputs are checked, and the model loaded, before the temporary Prefect
+    server starts; SIGTERM / Ctrl-C stop the run and its server (status 128 + signal).
+    """
     use_offline_defaults()
     args = build_parser().parse_args(argv)
-    params = options_given(args, EmbedParams)
-    params["progress_bar"] = sys.stderr.isatty() and not args.no_progress
+    given = options_given(args, EmbedParams)
+    given["progress_bar"] = sys.stderr.isatty() and not args.no_progress
     if args.runner == "dask":
-        params.setdefault("max_in_flight", 2 * args.dask_workers)
+        given.setdefault("max_in_flight", 2 * args.dask_workers)
+    try:
+        params = EmbedParams(**given)
+        spec = params.encoder_spec()
+        check_before_work(params, spec, cache_folder(params.cache_dir, spec))
+    except (ValueError, OSError, RuntimeError) as exc:  # pydantic's ValidationError too
+        print(f"error: {error_line(exc, EmbedParams)}", file=sys.stderr)
+        return 1
     flow_fn = embed_corpus
     if args.runner == "dask":
         flow_fn = embed_corpus.with_options(
             task_runner=dask_runner(args.dask_address, args.dask_workers)
         )
     try:
-        with api_for_workers(args.runner == "dask"):
-            result = flow_fn(**params)
+        with stop_on_signals(), temporary_server():
+            result = flow_fn(**given)
+    except Stopped as exc:
+        print(
+            f"stopped by {exc}: the run is marked crashed and its temporary server stopped; "
+            "the same command finishes it from the cache",
+            file=sys.stderr,
+        )
+        return exc.exit_code
     except Exception as exc:  # the flow run has logged the traceback; say what went wrong
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -465,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"embeddings: {result.store_path}")
     print(f"pairs:      {result.pairs_csv}")
     print(f"report:     {result.report_html}")
+    print(f"removed:    {result.removed_csv} ({result.removed} rows)")
+    if result.deduplicated:
+        print(f"deduplicated corpus: {result.deduplicated}")
     return 0
 
 

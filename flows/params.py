@@ -74,6 +74,21 @@ def cli_of(field: FieldInfo) -> Cli:
     return next((m for m in field.metadata if isinstance(m, Cli)), Cli())
 
 
+def option_name(model: type[BaseModel], name: str) -> str:
+    """How the command line names field ``name`` of ``model``: ``--field-name``, its
+    :class:`Cli` flag, or a positional argument's name (errors name the option this way).
+
+    >>> class P(BaseModel):
+    ...     chunk_size: int = 1
+    >>> option_name(P, "chunk_size")
+    '--chunk-size'
+    """
+    cli = cli_of(model.model_fields[name])
+    if cli.positional:
+        return cli.flag or name
+    return cli.flag or "--" + name.replace("_", "-")
+
+
 def flow_signature(model: type[BaseModel]) -> inspect.Signature:
     """One parameter per field of ``model``, in field order, with its type, constraints and
     default: the signature Prefect builds its parameter schema and validation from."""
@@ -198,7 +213,7 @@ def add_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None
                 options["nargs"] = "?"
             parser.add_argument(name, metavar=cli.flag or name, **options)
         else:
-            flag = cli.flag or "--" + name.replace("_", "-")
+            flag = option_name(model, name)
             if kind is not bool and choices is None:
                 options["metavar"] = flag.lstrip("-").replace("-", "_").upper()
             parser.add_argument(flag, dest=name, required=cli.required, **options)

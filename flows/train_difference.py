@@ -18,11 +18,13 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from embetter_core.files import check_outputs_apart
 from embetter_core.model import FEATURES
 from embetter_core.spec import EncoderSpec
 from embetter_core.text import DEFAULT_MODEL
+from flows.cli import Stopped, check_model_loads, error_line, stop_on_signals, temporary_server
 from flows.offline import use_offline_defaults
 from flows.params import Cli, add_options, flow_with_params, options_given
 from tasks.train import (
@@ -83,6 +85,28 @@ class TrainParams(BaseModel):
     )
     batch_size: int = Field(32, ge=1, description="texts per forward pass")
 
+    @field_validator("output")
+    @classmethod
+    def _output_is_a_file(cls, value: str) -> str:
+        if Path(value).is_dir():
+            raise ValueError(f"{value} is a folder; expected the model's file path (.skops)")
+        return value
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _cache_is_a_folder(cls, value: str | None) -> str | None:
+        if value is not None and Path(value).exists() and not Path(value).is_dir():
+            raise ValueError(f"{value} is a file; expected a folder for the embedding cache")
+        return value
+
+    @model_validator(mode="after")
+    def _outputs_apart(self) -> TrainParams:
+        check_outputs_apart(
+            {"pairs": self.pairs},
+            {"--output": self.output, "eval.json": str(Path(self.eval_folder()) / "eval.json")},
+        )
+        return self
+
     def encoder_spec(self) -> EncoderSpec:
         """The encoder these parameters describe."""
         return EncoderSpec.parse(self.model_name, batch_size=self.batch_size)
@@ -123,14 +147,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the flow from the command line; bad input exits with status 2 and a message."""
+    """Run the flow from the command line; bad input exits with status 2 and a message.
+
+    Parameters are checked and the model loaded before the temporary Prefect server starts;
+    SIGTERM / Ctrl-C stop the run and its server (status 128 + signal).
+    """
     use_offline_defaults()
-    args = parse_args(argv)
+    given = options_given(parse_args(argv), TrainParams)
     try:
-        result = train_difference(**options_given(args, TrainParams))
+        check_model_loads(TrainParams(**given).encoder_spec().build_local())
+    except (ValueError, OSError, RuntimeError) as exc:  # pydantic's ValidationError too
+        print(f"error: {error_line(exc, TrainParams)}", file=sys.stderr)
+        return 2
+    try:
+        with stop_on_signals(), temporary_server():
+            result = train_difference(**given)
+    except Stopped as exc:
+        print(f"stopped by {exc}: no model saved; the temporary server stopped", file=sys.stderr)
+        return exc.exit_code
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # the flow run has logged the traceback; say what went wrong
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     print(render_markdown(result))
     print(f"\nmodel: {result['model_path']}\nevaluation: {result['eval_path']}")
     return 0

@@ -1,18 +1,47 @@
-"""Dedupe: near-duplicate search over a committed store."""
+"""Dedupe: near-duplicate search over a committed store, and its decision recorded there."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from embetter_core.dedupe import DuplicateReport, find_duplicates
-from embetter_core.store import EmbeddingStore
+from embetter_core.store import EmbeddingStore, write_kept
 
 
 @task(name="find-duplicates", cache_policy=NO_CACHE, persist_result=False)
 def find_duplicates_in_store(
-    store_path: str, threshold: float, method: str = "auto"
+    store_path: str,
+    threshold: float,
+    method: str = "auto",
+    keep: str = "first",
+    keep_values: Sequence[Any] | None = None,
 ) -> DuplicateReport:
-    """Near-duplicate pairs and clusters of the vectors in ``store_path``."""
+    """Near-duplicate pairs and clusters of the vectors in ``store_path``; ``keep`` decides
+    which rows stay (``keep_values``: the rule's values, one per store row)."""
     with EmbeddingStore.open(store_path) as st:
-        return find_duplicates(st.dataset, ids=st.ids, threshold=threshold, method=method)
+        return find_duplicates(
+            st.dataset,
+            ids=st.ids,
+            threshold=threshold,
+            method=method,
+            keep=keep,
+            keep_values=keep_values,
+        )
+
+
+@task(name="record-kept", cache_policy=NO_CACHE, persist_result=False)
+def record_kept(store_path: str, report: DuplicateReport) -> Path:
+    """Write the report's decision into the store: its ``kept`` dataset (atomically)."""
+    return write_kept(
+        store_path,
+        report.kept_mask,
+        ids=report.ids,
+        threshold=report.threshold,
+        keep=str(report.keep),
+        method=report.method,
+    )

@@ -16,6 +16,8 @@ from pydantic import BaseModel
 from embetter_core import report as render
 from embetter_core.corpus import Corpus
 from embetter_core.dedupe import DuplicateReport
+from embetter_core.outputs import Deduplicated, write_deduplicated
+from tasks.dedupe import record_kept
 
 
 class EmbedResult(BaseModel):
@@ -32,6 +34,9 @@ class EmbedResult(BaseModel):
     cache_misses: int
     dedupe_method: str
     seconds: float
+    removed_csv: str = ""
+    removed: int = 0
+    deduplicated: str | None = None
 
 
 @task(name="write-report", cache_policy=NO_CACHE, persist_result=False)
@@ -43,7 +48,8 @@ def write_report(
     artifact_key: str = "embed-corpus",
     probabilities: list[float] | None = None,
 ) -> dict[str, Path]:
-    """Write ``pairs.csv`` and ``report.html``; publish a summary and a top-pairs table.
+    """Write ``pairs.csv``, ``removed.csv`` and ``report.html``; publish a summary and a
+    top-pairs table.
 
     ``texts`` maps the ids that appear in pairs or clusters to their texts;
     ``probabilities`` (one per pair) come from a difference model, when the run has one.
@@ -51,11 +57,12 @@ def write_report(
     folder = Path(report_dir).absolute()
     folder.mkdir(parents=True, exist_ok=True)
     pairs = render.write_pairs_csv(report, texts, folder / "pairs.csv", probabilities)
+    removed = render.write_removed_csv(report, folder / "removed.csv", texts)
     page = render.write_html(report, texts, folder / "report.html", extra=extra)
     summary = render.markdown_summary(report, extra=extra)
     create_markdown_artifact(
         key=f"{artifact_key}-summary",
-        markdown=summary + f"\nFiles: `{pairs}`, `{page}`\n",
+        markdown=summary + f"\nFiles: `{pairs}`, `{removed}`, `{page}`\n",
         description="Near-duplicate summary",
     )
     rows = render.top_pairs_table(report, texts, k=50, probabilities=probabilities)
@@ -65,7 +72,47 @@ def write_report(
         or [{"id_a": "", "id_b": "", "score": "", "text_a": "(no pairs)", "text_b": ""}],
         description=f"Top {len(rows)} near-duplicate pairs",
     )
-    return {"pairs_csv": pairs, "report_html": page}
+    return {"pairs_csv": pairs, "removed_csv": removed, "report_html": page}
+
+
+@task(name="write-deduplicated", cache_policy=NO_CACHE, persist_result=False)
+def write_deduplicated_corpus(
+    corpus: Corpus, report: DuplicateReport, out_path: str, id_column: str | None
+) -> Deduplicated:
+    """Write the corpus file without the removed rows (and the rows skipped as invalid), in
+    the input's format."""
+    return write_deduplicated(
+        corpus.source,
+        report.removed,
+        out_path,
+        id_column=None if corpus.kind == "image" else id_column,
+        skipped_rows=[s.row for s in corpus.skipped],
+    )
+
+
+def publish_outputs(
+    report: DuplicateReport,
+    store_path: Path,
+    removed_csv: Path,
+    deduplicated: Deduplicated | None,
+    artifact_key: str = "embed-corpus",
+) -> None:
+    """A markdown artifact: how many rows were removed, and where the files are."""
+    lines = [
+        "# Dedupe outputs",
+        "",
+        f"- {len(report.removed):,} of {report.n:,} rows removed "
+        f"(threshold {report.threshold:g}, keep rule {report.keep})",
+        f"- removed rows, each with its kept row: `{removed_csv}`",
+        f"- the decision in the store (dataset `kept`): `{store_path}`",
+    ]
+    if deduplicated is not None:
+        lines.append(f"- deduplicated corpus ({deduplicated.rows:,} rows): `{deduplicated.path}`")
+    create_markdown_artifact(
+        key=f"{artifact_key}-outputs",
+        markdown="\n".join(lines) + "\n",
+        description="Rows removed and the output files",
+    )
 
 
 def run_facts(
@@ -114,9 +161,12 @@ def publish_report(
     difference_model: str | None = None,
     min_probability: float | None = None,
     probabilities: np.ndarray | None = None,
+    deduplicated: str | None = None,
+    id_column: str | None = None,
 ) -> EmbedResult:
     """Write the report (files and artifacts) of a run that began at ``started``
-    (``time.perf_counter()``) and return its :class:`EmbedResult`.
+    (``time.perf_counter()``), record the decision in the store, write the deduplicated
+    corpus to ``deduplicated`` when given, and return its :class:`EmbedResult`.
 
     ``counts`` holds the cache ``hits`` and ``misses``; ``encoder`` is the fingerprint.
     """
@@ -127,6 +177,11 @@ def publish_report(
         run_facts(corpus, store_path, counts, encoder, difference_model, min_probability),
         probabilities=None if probabilities is None else probabilities.tolist(),
     )
+    record_kept(str(store_path), report)
+    written = None
+    if deduplicated:
+        written = write_deduplicated_corpus(corpus, report, deduplicated, id_column)
+    publish_outputs(report, store_path, paths["removed_csv"], written)
     result = EmbedResult(
         store_path=str(store_path),
         pairs_csv=str(paths["pairs_csv"]),
@@ -139,6 +194,9 @@ def publish_report(
         cache_misses=counts["misses"],
         dedupe_method=report.method,
         seconds=round(time.perf_counter() - started, 2),
+        removed_csv=str(paths["removed_csv"]),
+        removed=len(report.removed),
+        deduplicated=None if written is None else str(written.path),
     )
     get_run_logger().info("done: %s", result.model_dump_json())
     return result

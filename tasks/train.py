@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,13 +72,9 @@ def evaluate(
 
 @task(cache_policy=NO_CACHE)
 def save_model(model: DifferenceClassifier, path: str) -> str:
-    """Save the model with skops, written beside and renamed into place; returns the path."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    model.save(partial)
-    os.replace(partial, target)
-    return str(target)
+    """Save the model with skops (``save`` writes atomically); returns the path."""
+    model.save(path)
+    return str(Path(path))
 
 
 @task(cache_policy=NO_CACHE)

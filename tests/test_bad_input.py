@@ -527,7 +527,7 @@ FLOW_CASES: list[Case] = [
             {"corpus": image_folder(d)}, {"--write-deduplicated": d / "images" / "sub/x.png"}
         ),
         OutputClashError,
-        ("--write-deduplicated", "into the input folder"),
+        ("--write-deduplicated", "into the folder of the input"),
     ),
     Case(
         "two-outputs-are-one-file",

@@ -21,7 +21,7 @@ from embetter_core.cache import FINGERPRINT_KEY
 class RecordingEncoder(SentenceEncoder):
     """The real SentenceEncoder, recording what each transform call received."""
 
-    def transform(self, X: Any) -> np.ndarray:  # noqa: N803
+    def transform(self, X: Any) -> np.ndarray:
         self.__dict__.setdefault("_lazy_calls", []).append(list(X))
         return super().transform(X)
 
@@ -36,10 +36,10 @@ class ProjectionEncoder(EmbeddingEncoder):
     def _fingerprint_fields(self) -> dict[str, Any]:
         return {"dim": self.dim, "seed": self.seed}
 
-    def validate_input(self, X: Any) -> list[Any]:  # noqa: N803
+    def validate_input(self, X: Any) -> list[Any]:
         return list(X)
 
-    def transform(self, X: Any) -> np.ndarray:  # noqa: N803
+    def transform(self, X: Any) -> np.ndarray:
         self.__dict__.setdefault("_lazy_calls", []).append(len(X))
         proj = np.random.default_rng(self.seed).normal(size=(4, self.dim))
         return np.array([np.asarray(x, dtype=np.float64) @ proj for x in X], dtype=np.float32)

@@ -146,6 +146,51 @@ def test_bad_inputs_give_clear_errors_and_lose_nothing(prefect_harness, tmp_path
         run_flow(tmp_path, small_csv, output=str(tmp_path / "emb.csv"))
 
 
+@pytest.mark.slow
+def test_flow_writes_removals_kept_flags_and_the_deduplicated_corpus(
+    prefect_harness, tmp_path, small_csv
+):
+    frame = pd.read_csv(small_csv, keep_default_na=False, dtype=str)
+    frame["stars"] = [str(i % 7) for i in range(len(frame))]
+    frame.to_csv(small_csv, index=False)
+    out = tmp_path / "dedup" / "small.csv"
+    result = run_flow(
+        tmp_path,
+        small_csv,
+        id_column="package",
+        keep="column:stars",
+        write_deduplicated=str(out),
+    )
+    removed = pd.read_csv(result.removed_csv, keep_default_na=False, dtype=str)
+    assert list(removed.columns) == ["id", "kept_id", "similarity", "cluster", "exact"]
+    assert len(removed) == result.removed >= 1 and (removed["similarity"] != "").all()
+    twin = removed[removed["id"].isin([frame["package"][0], "copy-of-first"])]
+    assert twin["exact"].tolist() == ["true"]  # the identical text
+    stars = dict(zip(frame["package"], frame["stars"].astype(int), strict=True))
+    assert all(stars[k] >= stars[i] for i, k in zip(removed["id"], removed["kept_id"], strict=True))
+    with h5py.File(result.store_path) as f:
+        kept = f["kept"][:]
+        ids = [i.decode() for i in f["ids"][:]]
+        assert f["kept"].attrs["keep"] == "column:stars:desc"
+    assert {i for i, k in zip(ids, kept, strict=True) if not k} == set(removed["id"])
+    written = pd.read_csv(out, keep_default_na=False, dtype=str)
+    assert result.deduplicated == str(out.absolute())
+    assert len(written) == len(frame) - result.removed  # rows - removed
+    assert list(written.columns) == list(frame.columns)
+    assert not set(written["package"]) & set(removed["id"])
+
+    # a keep column that is missing or not numbers fails before any encoding
+    for column, message in (("nope", "column 'nope' not found"), ("text", "not numeric")):
+        cache_root = tmp_path / f"cache-{column}"
+        with pytest.raises(ValueError, match=message):
+            run_flow(tmp_path, small_csv, keep=f"column:{column}", cache_dir=str(cache_root))
+        assert not list(cache_root.rglob("cache.db"))
+    with pytest.raises(Exception, match="keep rule 'biggest'"):
+        run_flow(tmp_path, small_csv, keep="biggest")
+    with pytest.raises(Exception, match="keeps the input's format"):
+        run_flow(tmp_path, small_csv, write_deduplicated=str(tmp_path / "d.parquet"))
+
+
 def test_cli_help_documents_every_option():
     text = build_parser().format_help()
     for option in [
@@ -164,6 +209,8 @@ def test_cli_help_documents_every_option():
         "--gpu",
         "--runner",
         "--dask-address",
+        "--keep",
+        "--write-deduplicated",
     ]:
         assert option in text
     for action in build_parser()._actions:

@@ -123,3 +123,38 @@ def test_sigterm_stops_the_run_and_its_server(tmp_path):
         assert "stopped by SIGTERM" in log.read_text()
     finally:
         kill_all(proc, descendants)
+
+
+PARENT = """
+import subprocess, sys, time
+from flows.cli import Watchdog
+watchdog = Watchdog().start()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+watchdog.guard(child.pid)
+print(child.pid, watchdog.process.pid, flush=True)
+if sys.argv[1] == "close":
+    child.kill(); child.wait(); watchdog.close(); print("closed", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("how", ["kill", "close"])
+def test_watchdog_kills_what_it_guards_when_its_parent_dies(tmp_path, how):
+    """Fast, without Prefect: a parent guards a sleeping child, then is killed (the child
+    must die) or closes the watchdog first (the watchdog exits, touching nothing)."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, how], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    watched: list[psutil.Process] = []
+    try:
+        child, watchdog = map(int, parent.stdout.readline().split())
+        watched = [psutil.Process(child), psutil.Process(watchdog)]
+        if how == "close":
+            assert parent.stdout.readline().strip() == "closed"
+            assert not survivors(watched, within=10)
+            return
+        parent.kill()
+        parent.wait()
+        assert not survivors(watched, within=10)
+    finally:
+        kill_all(parent, watched)

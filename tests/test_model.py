@@ -66,7 +66,7 @@ def fitted(sentence_encoder, pairs) -> DifferenceClassifier:
 class CountingEncoder(SentenceEncoder):
     """The real SentenceEncoder, recording how many items each transform call gets."""
 
-    def transform(self, X):  # noqa: N803
+    def transform(self, X):
         self.__dict__.setdefault("calls_", []).append(len(X))
         return super().transform(X)
 

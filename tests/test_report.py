@@ -93,6 +93,8 @@ def test_html_and_markdown_show_every_kept_row_of_a_chain(tmp_path) -> None:
     page = write_html(report, None, tmp_path / "r.html").read_text()
     assert "Cluster 1: 3 rows, 2 kept" in page
     assert "<td>b</td><td>removed</td><td>a</td><td>0.9500</td>" in page
+    page = write_html(report, None, tmp_path / "s.html", sections=['<h2 id="x">X</h2>'])
+    assert page.read_text().endswith('<h2 id="x">X</h2>\n</body></html>\n')
 
 
 def test_pairs_csv_without_texts_or_with_a_sequence(tmp_path, report_and_texts) -> None:

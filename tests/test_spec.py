@@ -265,7 +265,7 @@ class ToyEncoder(EmbeddingEncoder):
     def _fingerprint_fields(self) -> dict[str, Any]:
         return {"model": self.name, "offset": self.offset}
 
-    def transform(self, X: Any) -> np.ndarray:  # noqa: N803
+    def transform(self, X: Any) -> np.ndarray:
         texts = self.validate_input(X)
         out = np.full((len(texts), 26), self.offset, dtype=np.float32)
         for row, text in enumerate(texts):

@@ -24,6 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from embetter_core import SentenceEncoder, StaticEncoder
+from embetter_core.dedupe import DEFAULT_THRESHOLD
 from embetter_core.files import file_sha256
 from embetter_core.static import MANIFEST, _publish, folder_problem, static_home
 
@@ -185,7 +186,8 @@ def test_fingerprint_names_source_settings_version_and_weights(static_session):
 
 def test_recommended_thresholds():
     assert StaticEncoder.recommended_threshold == 0.925
-    assert SentenceEncoder.recommended_threshold == 0.85
+    assert SentenceEncoder.recommended_threshold == 0.82
+    assert SentenceEncoder.recommended_threshold == DEFAULT_THRESHOLD
 
 
 def test_a_saved_model2vec_folder_loads_by_path_offline(static_encoder, tmp_path, monkeypatch):

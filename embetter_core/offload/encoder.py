@@ -80,7 +80,7 @@ class ModalEncoder(EmbeddingEncoder):
     def cache_keys(self, items: Sequence[Any]) -> list[Any]:
         return self.encoder.cache_keys(items)
 
-    def validate_input(self, X: Any) -> list[Any]:  # noqa: N803
+    def validate_input(self, X: Any) -> list[Any]:
         return self.encoder.validate_input(X)
 
     # -- batching and sending ------------------------------------------------------------------
@@ -92,7 +92,7 @@ class ModalEncoder(EmbeddingEncoder):
         items = list(items)
         return [items[i : i + size] for i in range(0, len(items), size)]
 
-    def transform(self, X: Any) -> np.ndarray:  # noqa: N803
+    def transform(self, X: Any) -> np.ndarray:
         """Vectors for ``X`` in input order, float32 ``(n, d)``, computed on Modal."""
         items = self.validate_input(X)
         if self.mode not in MODES:
