@@ -695,14 +695,9 @@ class EmbeddingStore:
         corpus_hash: str = "",
         chunk_rows: int = 1000,
         overwrite: bool = True,
-        owner_pid: int | None = None,
     ) -> StoreWriter:
-        """Start writing a store of ``n`` rows of ``dim`` floats to a temporary file.
-
-        ``owner_pid`` (default: this process) is the process whose death makes the temporary
-        file stale for :func:`cleanup_stale`; pass the flow's pid when a short-lived worker
-        process calls ``create``.
-        """
+        """Start writing a store of ``n`` rows of ``dim`` floats to a temporary file, named
+        for this process: its death makes the file stale for :func:`cleanup_stale`."""
         import h5py
 
         for name, value in (("n", n), ("dim", dim), ("chunk_rows", chunk_rows)):
@@ -712,7 +707,7 @@ class EmbeddingStore:
             raise ValueError(f"fingerprint must be a non-empty string, got {fingerprint!r}")
         final = check_writable(path, overwrite=overwrite)
         n, dim = int(n), int(dim)
-        tmp = final.with_name(_tmp_name(final, owner_pid or os.getpid()))
+        tmp = final.with_name(_tmp_name(final, os.getpid()))
         rows = min(int(chunk_rows), n)
         try:
             with h5py.File(tmp, "x") as f:

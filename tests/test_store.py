@@ -384,20 +384,40 @@ def test_writer_killed_midway_leaves_no_final_file_and_tmp_is_cleaned(tmp_path):
     assert tmp_files(tmp_path) == []
 
 
+WRITER = """
+import sys, time
+from embetter_core.store import EmbeddingStore
+writer = EmbeddingStore.create(sys.argv[1], n=1, dim=2, fingerprint="fp")
+print(writer.tmp_path, flush=True)
+time.sleep(60)
+"""
+
+
+def writer_in_subprocess(path: Path) -> tuple[subprocess.Popen, Path]:
+    """A real process that starts writing ``path`` and then sleeps: the temporary file's
+    owner, for the tests to kill."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return proc, Path(proc.stdout.readline().strip())
+
+
 def test_cleanup_stale_killed_unreaped_owner(tmp_path):
     """A zombie (killed, not yet reaped) owner counts as gone."""
     path = tmp_path / "out.h5"
-    proc = subprocess.Popen(["sleep", "60"])
+    proc, tmp = writer_in_subprocess(path)
     try:
-        writer = EmbeddingStore.create(path, n=1, dim=2, fingerprint="fp", owner_pid=proc.pid)
-        assert str(proc.pid) in writer.tmp_path.name
+        assert str(proc.pid) in tmp.name
         assert cleanup_stale(path) == []
         os.kill(proc.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1][0] != "Z":
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        assert cleanup_stale(path) == [writer.tmp_path]
+        assert cleanup_stale(path) == [tmp]
     finally:
         proc.kill()
         proc.wait()
@@ -405,13 +425,12 @@ def test_cleanup_stale_killed_unreaped_owner(tmp_path):
 
 def test_cleanup_stale_reused_pid_and_max_age(tmp_path):
     path = tmp_path / "out.h5"
-    proc = subprocess.Popen(["sleep", "60"])
+    proc, tmp = writer_in_subprocess(path)
     try:
         # A live process that started after the file was last written cannot be its owner.
-        writer = EmbeddingStore.create(path, n=1, dim=2, fingerprint="fp", owner_pid=proc.pid)
         hour_ago = time.time() - 3600
-        os.utime(writer.tmp_path, (hour_ago, hour_ago))
-        assert cleanup_stale(path) == [writer.tmp_path]
+        os.utime(tmp, (hour_ago, hour_ago))
+        assert cleanup_stale(path) == [tmp]
     finally:
         proc.kill()
         proc.wait()
