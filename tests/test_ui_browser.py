@@ -149,15 +149,17 @@ def flow_run(prefect_server, tmp_path_factory) -> dict:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
         )
-    by_type = {}
-    for a in artifacts:
-        by_type.setdefault(a.type, []).append(a)
-    assert {"markdown", "table"} <= set(by_type), [(a.key, a.type) for a in artifacts]
+    # A run has several markdown artifacts (the summary, the outputs): pick them by key.
+    by_key = {a.key: a for a in artifacts}
+    wanted = {"embed-corpus-summary": "markdown", "embed-corpus-top-pairs": "table"}
+    assert all(key in by_key and by_key[key].type == kind for key, kind in wanted.items()), [
+        (a.key, a.type) for a in artifacts
+    ]
     return {
         "id": str(run.id),
         "name": run.name,
-        "markdown": by_type["markdown"][0],
-        "table": by_type["table"][0],
+        "markdown": by_key["embed-corpus-summary"],
+        "table": by_key["embed-corpus-top-pairs"],
         "pairs": pairs,
         "work": work,
     }
