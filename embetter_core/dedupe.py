@@ -1001,24 +1001,12 @@ def _tile(
     ``diag_offset``: when not None, tile entry (r, c) with ``c <= r + diag_offset`` is masked
     (the lower triangle and the diagonal of the full matrix).
     """
-    # A reused per-thread buffer: a fresh 16 MB result per tile costs page faults.
-    size = len(Xq) * len(Xm)
-    buf = getattr(_buffers, "tile", None)
-    if buf is None or len(buf) < size:
-        buf = _buffers.tile = np.empty(size, dtype=np.float32)
-    sims = np.matmul(Xq, Xm.T, out=buf[:size].reshape(len(Xq), len(Xm)))
+    mask = None
     if diag_offset is not None:
-        r = np.arange(sims.shape[0])[:, None]
-        c = np.arange(sims.shape[1])[None, :]
-        sims[c <= r + diag_offset] = -np.inf
-    rowmax = sims.max(axis=1)
-    colmax = sims.max(axis=0)
-    rows = np.flatnonzero(rowmax >= screen)
-    if len(rows):
-        rr, cc = np.nonzero(sims[rows] >= screen)
-        return rowmax, colmax, rows[rr], cc
-    empty = np.empty(0, dtype=np.int64)
-    return rowmax, colmax, empty, empty
+        r = np.arange(len(Xq))[:, None]
+        c = np.arange(len(Xm))[None, :]
+        mask = c <= r + diag_offset
+    return _masked_tile(Xq, Xm, screen, mask)
 
 
 def _exact_search(
