@@ -30,6 +30,7 @@ _EXPORTS = {
     "find_duplicates": "embetter_core.dedupe",
     "DuplicateReport": "embetter_core.dedupe",
     "Candidates": "embetter_core.dedupe",
+    "find_duplicates_two_stage": "embetter_core.rescore",
     "DifferenceClassifier": "embetter_core.model",
     "ModalEncoder": "embetter_core.offload",
 }

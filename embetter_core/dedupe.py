@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -151,6 +151,22 @@ class AnnCells:
         return replace(self, primary=primary, visit_rows=rows[self.visit_rows])
 
 
+def check_parallel(unit: str, **columns: Sized) -> None:
+    """Raise ``ValueError`` unless the ``columns`` have one entry per ``unit`` each.
+
+    >>> check_parallel("pair", a=[1, 2], b=[3])
+    Traceback (most recent call last):
+    ...
+    ValueError: a and b must have one entry per pair, got lengths 2 and 1
+    """
+    lengths = [len(c) for c in columns.values()]
+    if len(set(lengths)) > 1:
+        names = list(columns)
+        listed = ", ".join(names[:-1]) + f" and {names[-1]}"
+        shown = ", ".join(map(str, lengths[:-1])) + f" and {lengths[-1]}"
+        raise ValueError(f"{listed} must have one entry per {unit}, got lengths {shown}")
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class Candidates:
     """Every pair a search scored at or above ``floor``: what a :class:`DuplicateReport` is
@@ -189,11 +205,7 @@ class Candidates:
     cells: AnnCells | None = None
 
     def __post_init__(self) -> None:
-        if not len(self.a) == len(self.b) == len(self.scores):
-            raise ValueError(
-                f"a, b and scores must have one entry per pair, got lengths "
-                f"{len(self.a)}, {len(self.b)} and {len(self.scores)}"
-            )
+        check_parallel("pair", a=self.a, b=self.b, scores=self.scores)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -502,7 +514,7 @@ class DuplicateReport:
         if isinstance(texts, Mapping):
             text_of = texts
         elif texts is not None:
-            text_of = dict(zip(self.ids, align_values(texts, self.ids), strict=True))
+            text_of = dict(zip(self.ids, align_values(texts, self.ids, name="texts"), strict=True))
 
         def exact(a: Any, b: Any) -> bool:
             if a in text_of and b in text_of:
@@ -798,21 +810,7 @@ def _check_ids(ids: Sequence[Hashable] | None, n: int) -> list[Any]:
 def _check_texts(
     texts: Sequence[str] | Mapping[Hashable, str] | None, ids: list[Any]
 ) -> list[str] | None:
-    if texts is None:
-        return None
-    if isinstance(texts, Mapping):
-        missing = [i for i in ids if i not in texts]
-        if missing:
-            raise DuplicateSearchError(
-                f"texts has no entry for {len(missing)} ids, first {missing[:5]!r}"
-            )
-        return [texts[i] for i in ids]
-    values = texts.tolist() if hasattr(texts, "tolist") else list(texts)
-    if len(values) != len(ids):
-        raise DuplicateSearchError(
-            f"texts has length {len(values)} but embeddings have {len(ids)} rows"
-        )
-    return values
+    return None if texts is None else align_values(texts, ids, name="texts")
 
 
 def _canonical_order(ids: list[Any]) -> tuple[np.ndarray, np.ndarray]:

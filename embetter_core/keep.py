@@ -155,9 +155,12 @@ class KeepRule:
 
 
 def align_values(
-    values: Sequence[Any] | Mapping[Hashable, Any], ids: Sequence[Hashable]
+    values: Sequence[Any] | Mapping[Hashable, Any],
+    ids: Sequence[Hashable],
+    name: str = "keep_values",
 ) -> list[Any]:
-    """``values`` as a list in the order of ``ids`` (a mapping is looked up by id).
+    """``values`` as a list in the order of ``ids`` (a mapping is looked up by id); ``name``
+    is the argument's name in the error raised when one does not fit the other.
 
     >>> align_values({"b": 2, "a": 1}, ["a", "b"])
     [1, 2]
@@ -166,13 +169,13 @@ def align_values(
         missing = [i for i in ids if i not in values]
         if missing:
             raise DuplicateSearchError(
-                f"keep_values has no entry for {len(missing)} ids, first {missing[:5]!r}"
+                f"{name} has no entry for {len(missing)} ids, first {missing[:5]!r}"
             )
         return [values[i] for i in ids]
     out = values.tolist() if hasattr(values, "tolist") else list(values)
     if len(out) != len(ids):
         raise DuplicateSearchError(
-            f"keep_values has {len(out)} entries but there are {len(ids)} rows; give one per "
+            f"{name} has {len(out)} entries but there are {len(ids)} rows; give one per "
             "row (input order) or a mapping id -> value"
         )
     return out

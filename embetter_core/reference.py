@@ -64,6 +64,7 @@ from embetter_core.dedupe import (
     _load_normalised,
     _run,
     _train_cells,
+    check_parallel,
 )
 from embetter_core.errors import DuplicateSearchError, FingerprintMismatchError
 from embetter_core.files import atomic_path
@@ -117,11 +118,7 @@ class ReferenceMatches:
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not len(self.ids) == len(self.reference_ids) == len(self.scores):
-            raise ValueError(
-                f"ids, reference_ids and scores must have one entry per match, got lengths "
-                f"{len(self.ids)}, {len(self.reference_ids)} and {len(self.scores)}"
-            )
+        check_parallel("match", ids=self.ids, reference_ids=self.reference_ids, scores=self.scores)
 
     def __len__(self) -> int:
         return len(self.scores)

@@ -347,7 +347,7 @@ def test_ids_of_the_wrong_length() -> None:
         ({"threshold": 1.5}, r"threshold must be in \(0, 1\]"),
         ({"threshold": 0.9, "floor": 0.95}, "floor must be"),
         ({"method": "fast"}, "method must be one of"),
-        ({"texts": ["a"]}, "texts has length 1 but embeddings have 4 rows"),
+        ({"texts": ["a"]}, "texts has 1 entries but there are 4 rows"),
         ({"texts": {0: "a"}}, "texts has no entry for 3 ids"),
     ],
 )
