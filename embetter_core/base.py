@@ -50,6 +50,14 @@ class EmbeddingEncoder(TransformerMixin, BaseEstimator):
     remote_packages: ClassVar[tuple[str, ...]] = ()
     #: what ``transform`` encodes: ``"text"``, and ``"image"`` for an encoder that reads images.
     modalities: ClassVar[tuple[str, ...]] = ("text",)
+    #: The dedupe threshold measured best for this encoder (removal F1 on the Debian
+    #: same-source labels, ``benchmarks.dedupe_quality``); ``None``: not measured, and the
+    #: flow falls back to ``embetter_core.dedupe.DEFAULT_THRESHOLD``.
+    recommended_threshold: ClassVar[float | None] = None
+    #: As a two-stage dedupe's first stage (``embetter_core.rescore``): the recall-oriented
+    #: threshold whose pairs name the rows a better encoder re-encodes; ``None``: this
+    #: encoder is not meant to be a first stage.
+    candidate_threshold: ClassVar[float | None] = None
 
     def fit(self, X: Any = None, y: Any = None) -> EmbeddingEncoder:
         """Do nothing: encoders are pretrained. Returns ``self``."""

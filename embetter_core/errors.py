@@ -2,7 +2,9 @@
 
 Each is a subclass of the built-in a caller would catch anyway (``ValueError`` for bad
 input, ``OSError`` for paths, ``RuntimeError`` for services), so ``except ValueError`` keeps
-working; the specific class says which layer refused.
+working; the specific class says which layer refused. Each survives ``pickle`` with its
+message and attributes (Prefect pickles a failed task's exception): a class with attributes
+of its own defines ``__reduce__``.
 
 >>> issubclass(IncompleteStoreError, StoreError), issubclass(CorpusError, ValueError)
 (True, True)
@@ -53,6 +55,9 @@ class UnreadableImageError(ValueError):
     def __init__(self, message: str, path: str) -> None:
         super().__init__(message)
         self.path = path
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return type(self), (str(self), self.path)
 
 
 class ModalBatchError(RuntimeError):

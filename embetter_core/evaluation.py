@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from embetter_core.base import is_blank_text
 from embetter_core.errors import MissingColumnError
 from embetter_core.model import _check_labels, _check_lengths, cosine
 
@@ -56,9 +57,10 @@ def read_pairs(
     The file is read as :func:`~embetter_core.corpus.read_corpus` reads a corpus (CSV, also
     gzipped, Parquet, JSONL), with its rules: a CSV cell is the string it is, so ``NA`` is a
     text and an empty cell is empty. A missing column raises ``ValueError`` naming it and the
-    file; a missing or blank value, or a label other than 0/1/true/false, raises one naming
-    the file, the row (1-based data row) and the column. Numbers in text columns become
-    strings.
+    file; a missing or blank value (empty, whitespace or invisible characters only, such as
+    U+200B: see :func:`~embetter_core.base.is_blank_text`), or a label other than
+    0/1/true/false, raises one naming the file, the row (1-based data row) and the column.
+    Numbers in text columns become strings.
 
     >>> import tempfile, pathlib
     >>> f = pathlib.Path(tempfile.mkdtemp()) / "pairs.csv"
@@ -99,9 +101,10 @@ def read_pairs(
 
 
 def _is_blank(value: Any) -> bool:
-    """Missing (None, NaN) or an empty / whitespace-only string: what read_corpus rejects."""
+    """Missing (None, NaN) or a string that shows nothing (:func:`is_blank_text`: empty,
+    whitespace or invisible characters only): what read_corpus rejects."""
     if isinstance(value, str):
-        return not value or value.isspace()
+        return is_blank_text(value)
     return value is None or (isinstance(value, float) and value != value)
 
 

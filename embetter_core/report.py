@@ -1,7 +1,8 @@
 """Renderings of a :class:`~embetter_core.dedupe.DuplicateReport`: CSV, HTML, markdown.
 
 ``pairs.csv`` lists the pairs; ``removed.csv`` the rows to drop, each with the kept row it
-duplicates (:func:`write_removed_csv`).
+duplicates (:func:`write_removed_csv`); ``reference_pairs.csv`` the matches of a search
+against a reference set (:func:`write_reference_csv`, shown by :func:`reference_section`).
 
 ``texts`` is either a mapping ``id -> text``, a sequence in the report's row order, or
 ``None``. ``extra`` is a dict of further facts to show (corpus path, model fingerprint,
@@ -41,7 +42,9 @@ from typing import Any
 import numpy as np
 
 from embetter_core.dedupe import DuplicateReport
+from embetter_core.files import spreadsheet_safe as safe_cell
 from embetter_core.files import write_atomic
+from embetter_core.reference import ReferenceMatches
 
 Texts = Mapping[Any, str] | Sequence[str] | None
 
@@ -77,14 +80,29 @@ def write_pairs_csv(
     texts: Texts,
     path: str | os.PathLike[str],
     probabilities: Sequence[float] | None = None,
+    spreadsheet_safe: bool = False,
 ) -> Path:
     """Write every pair as CSV: id_a, id_b, score, text_a, text_b (highest score first).
 
     Text columns are empty when ``texts`` is None. With ``probabilities`` (one per pair, from
     a difference model) a ``probability`` column follows ``score``. Returns the path.
+
+    Ids and texts are written as they are, so a cell such as ``=HYPERLINK(...)`` is a formula
+    to a spreadsheet that opens the file. With ``spreadsheet_safe`` an id or text starting
+    with ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a leading ``'``, which
+    spreadsheets hide and read as "this is text" (other CSV readers see the ``'``; see
+    :func:`~embetter_core.files.spreadsheet_safe`).
+
+    >>> import numpy as np, tempfile, pathlib
+    >>> from embetter_core.dedupe import find_duplicates
+    >>> report = find_duplicates(np.ones((2, 2)), ids=["=1+1", "b"], threshold=0.9)
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "pairs.csv"
+    >>> write_pairs_csv(report, None, path, spreadsheet_safe=True).read_text().splitlines()[1]
+    "'=1+1,b,1.0,,"
     """
     lookup = _lookup(report, texts)
     probs = _check_probabilities(report, probabilities)
+    cell = safe_cell if spreadsheet_safe else _as_is
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(
@@ -92,28 +110,38 @@ def write_pairs_csv(
     )
     for i, (a, b, score) in enumerate(report.pairs):
         prob = [round(probs[i], 6)] if probs else []
-        writer.writerow([a, b, score, *prob, _text(lookup, a), _text(lookup, b)])
+        texts_ab = [cell(_text(lookup, a)), cell(_text(lookup, b))]
+        writer.writerow([cell(a), cell(b), score, *prob, *texts_ab])
     return write_atomic(path, buf.getvalue())
 
 
+def _as_is(value: object) -> object:
+    return value
+
+
 def write_removed_csv(
-    report: DuplicateReport, path: str | os.PathLike[str], texts: Texts = None
+    report: DuplicateReport,
+    path: str | os.PathLike[str],
+    texts: Texts = None,
+    spreadsheet_safe: bool = False,
 ) -> Path:
     """Write one row per removed row: ``id, kept_id, similarity, cluster, exact``.
 
     ``kept_id`` is the kept row it duplicates, ``similarity`` their cosine (never empty),
     ``cluster`` its index in ``report.clusters``, ``exact`` (``true``/``false``) whether the
     two texts are identical (see :meth:`DuplicateReport.removed_frame`). Rows in input order.
+    Ids are written as they are; with ``spreadsheet_safe`` one starting with ``=``, ``+``,
+    ``-``, ``@``, tab or carriage return gets a leading ``'``, as in :func:`write_pairs_csv`.
     Returns the path.
     """
     frame = report.removed_frame(_lookup(report, texts))
+    cell = safe_cell if spreadsheet_safe else _as_is
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(list(frame.columns))
     for row in frame.itertuples(index=False):
-        writer.writerow(
-            [row.id, row.kept_id, row.similarity, row.cluster, "true" if row.exact else "false"]
-        )
+        exact = "true" if row.exact else "false"
+        writer.writerow([cell(row.id), cell(row.kept_id), row.similarity, row.cluster, exact])
     return write_atomic(path, buf.getvalue())
 
 
@@ -183,7 +211,41 @@ def _headline(report: DuplicateReport) -> list[tuple[str, str]]:
         ("exact-duplicate groups", f"{s['exact_duplicate_groups']:,}"),
         ("rows in exact-duplicate groups", f"{s['exact_duplicate_rows']:,}"),
         ("zero vectors", f"{s['zero_vectors']:,}"),
+        *_incremental_rows(report),
     ]
+
+
+def incremental_text(report: DuplicateReport) -> str | None:
+    """How an incremental dedupe ran (``report.params["incremental"]``): incremental, with
+    its counts, or full and why; None for a report of a plain dedupe.
+
+    >>> import numpy as np, tempfile, pathlib
+    >>> from embetter_core.incremental import find_duplicates_incremental
+    >>> state = pathlib.Path(tempfile.mkdtemp()) / "v.dedupe-state.npz"
+    >>> vecs = np.array([[1, 0], [0.96, 0.28], [0, 1], [0.05, 1]], dtype=np.float32)
+    >>> first = find_duplicates_incremental(vecs[:3], state, ids=["a", "b", "c"], threshold=0.9)
+    >>> incremental_text(first)  # doctest: +ELLIPSIS
+    'full (no state at ... yet); state written for the next run'
+    >>> report = find_duplicates_incremental(vecs, state, ids=list("abcd"), threshold=0.9)
+    >>> incremental_text(report)
+    'incremental: 1 new or edited rows (0 edited), 0 deleted, 0 rechecked; 1 candidate pairs \
+reused'
+    """
+    run = report.params.get("incremental")
+    if not run:
+        return None
+    if run["mode"] != "incremental":
+        return f"full ({run.get('reason') or 'planned'}); state written for the next run"
+    return (
+        f"incremental: {run['fresh']:,} new or edited rows ({run['edited']:,} edited), "
+        f"{run['deleted']:,} deleted, {run['rechecked']:,} rechecked; "
+        f"{run['reused_pairs']:,} candidate pairs reused"
+    )
+
+
+def _incremental_rows(report: DuplicateReport) -> list[tuple[str, str]]:
+    text = incremental_text(report)
+    return [] if text is None else [("dedupe run", text)]
 
 
 def _extra_rows(extra: dict[str, Any] | None) -> list[tuple[str, str]]:
@@ -360,3 +422,119 @@ def write_html(
     parts += list(sections)
     parts.append("</body></html>\n")
     return write_atomic(path, "\n".join(p for p in parts if p))
+
+
+# ----------------------------------------------------------------------------------------
+# Against a reference set
+# ----------------------------------------------------------------------------------------
+def write_reference_csv(
+    matches: ReferenceMatches,
+    path: str | os.PathLike[str],
+    texts: Mapping[Any, str] | None = None,
+    reference_texts: Mapping[Any, str] | None = None,
+    spreadsheet_safe: bool = False,
+) -> Path:
+    """Write every match against the reference as CSV: ``id, reference_id, score, text,
+    reference_text`` (highest score first, as :attr:`ReferenceMatches.pairs`); a text column
+    is empty where its texts are not given (a reference store holds no texts). Returns the
+    path (written atomically). ``spreadsheet_safe``: as for :func:`write_pairs_csv`.
+
+    >>> import numpy as np, tempfile, pathlib
+    >>> from embetter_core.reference import find_reference_duplicates
+    >>> m = find_reference_duplicates(np.eye(2), np.eye(2), ids=["a", "b"], threshold=0.9)
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "reference_pairs.csv"
+    >>> print(write_reference_csv(m, out, {"a": "cat", "b": "dog"}).read_text().strip())
+    id,reference_id,score,text,reference_text
+    a,0,1.0,cat,
+    b,1,1.0,dog,
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["id", "reference_id", "score", "text", "reference_text"])
+    cell = safe_cell if spreadsheet_safe else _as_is
+    for a, r, score in matches.pairs:
+        row_texts = [cell(_text(texts, a)), cell(_text(reference_texts, r))]
+        writer.writerow([cell(a), cell(r), score, *row_texts])
+    return write_atomic(path, buf.getvalue())
+
+
+def reference_facts(matches: ReferenceMatches, source: str) -> dict[str, str]:
+    """The rows a report's run table shows about a search against the reference ``source``.
+
+    >>> import numpy as np
+    >>> from embetter_core.reference import find_reference_duplicates
+    >>> m = find_reference_duplicates(np.eye(3), np.eye(3)[:1], threshold=0.9)
+    >>> reference_facts(m, "train.csv")["rows matching the reference"]
+    '1 of 3 (1 pairs)'
+    """
+    s = matches.summary()
+    return {
+        "reference": source,
+        "reference rows": f"{s['reference_rows']:,}",
+        "rows matching the reference": f"{s['rows_matched']:,} of {s['rows']:,} "
+        f"({s['matches']:,} pairs)",
+    }
+
+
+def reference_section(
+    matches: ReferenceMatches,
+    source: str,
+    csv_path: str | os.PathLike[str],
+    texts: Mapping[Any, str] | None = None,
+    reference_texts: Mapping[Any, str] | None = None,
+    max_rows: int = 20,
+    max_chars: int = 500,
+) -> str:
+    """The report page's "Against the reference" section (an HTML fragment for
+    :func:`write_html`'s ``sections``): counts, and the best ``max_rows`` matches with their
+    texts.
+
+    >>> import numpy as np
+    >>> from embetter_core.reference import find_reference_duplicates
+    >>> m = find_reference_duplicates(np.eye(2), np.eye(2), ids=["a", "<b>"], threshold=0.9)
+    >>> page = reference_section(m, "train.csv", "reference_pairs.csv")
+    >>> "Against the reference" in page, "&lt;b&gt;" in page
+    (True, True)
+    """
+    esc = html.escape
+    s = matches.summary()
+    recall = (
+        "1.0 (exact search)"
+        if matches.method == "exact"
+        else f"{matches.recall_estimate:.4f} (exact check of a sample of rows)"
+    )
+    counts = [
+        ("reference", source),
+        ("reference rows", f"{s['reference_rows']:,}"),
+        ("method", s["method"]),
+        ("threshold", f"{s['threshold']:g}"),
+        ("recall estimate", recall),
+        ("pairs (row, reference row)", f"{s['matches']:,}"),
+        ("rows matching the reference", f"{s['rows_matched']:,} of {s['rows']:,}"),
+        ("reference rows matched", f"{s['reference_rows_matched']:,}"),
+        ("every pair", str(csv_path)),
+    ]
+    parts = [
+        '<h2 id="reference">Against the reference</h2>',
+        "<p>Rows of this corpus with a near-duplicate in the reference (every reference row "
+        "at or above the threshold, not only the best).</p>",
+        "<table>"
+        + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in counts)
+        + "</table>",
+    ]
+    if not len(matches):
+        parts.append("<p>No row matches the reference at this threshold.</p>")
+        return "\n".join(parts)
+    parts.append(
+        f"<h3>Best {min(max_rows, len(matches)):,} of {len(matches):,} pairs</h3><table>"
+        "<tr><th>id</th><th>reference id</th><th>score</th><th>text</th>"
+        "<th>reference text</th></tr>"
+    )
+    for a, r, score in matches.pairs[:max_rows]:
+        parts.append(
+            f"<tr><td>{esc(str(a))}</td><td>{esc(str(r))}</td><td>{score:.4f}</td>"
+            f'<td class="text">{esc(_text(texts, a, max_chars))}</td>'
+            f'<td class="text">{esc(_text(reference_texts, r, max_chars))}</td></tr>'
+        )
+    parts.append("</table>")
+    return "\n".join(parts)

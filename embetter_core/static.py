@@ -89,6 +89,11 @@ class StaticEncoder(EmbeddingEncoder):
     #: removal F1 0.613 on all 63,482 rows, 256 dims): static similarities run higher than
     #: MiniLM's, so it is higher than ``SentenceEncoder.recommended_threshold``.
     recommended_threshold = 0.925
+    #: The first stage of ``--encoder static --rescore sentence``: rows in a pair at this
+    #: threshold are re-encoded by the second encoder. Provisional (0.80 covered 98.9 % of
+    #: MiniLM's pairs at 0.825 on a 4,000-row sample, issue 11); to be set from
+    #: ``benchmarks.dedupe_quality --rescore``.
+    candidate_threshold = 0.80
 
     def __init__(
         self,

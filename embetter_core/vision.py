@@ -31,6 +31,7 @@ from embetter_core.base import (
     _is_missing,
     content_key,
     pick_device,
+    utf8_problem,
 )
 from embetter_core.errors import ImageTooLargeError, UnreadableImageError
 from embetter_core.files import IMAGE_SUFFIXES, file_sha256
@@ -447,13 +448,20 @@ class ClipEncoder(EmbeddingEncoder):
 
     # -- the encoder contract -----------------------------------------------------------------
     def validate_input(self, X: Any) -> list[Any]:
-        """Return ``X`` as a list; fail on None / NaN / other types (naming the position) and
-        on a missing or undecodable image file (naming the file)."""
+        """Return ``X`` as a list; fail on None / NaN / other types and on a text that cannot
+        be written as UTF-8 (a lone surrogate, as :func:`~embetter_core.base.check_texts`
+        refuses), naming the position, and on a missing or undecodable image file (naming the
+        file)."""
         items = _as_list(X, "images, image paths or texts")
         for pos, item in enumerate(items):
             if is_image_path(item):
                 _check_image_file(item, pos)
-            elif not isinstance(item, str | Image.Image):
+            elif isinstance(item, str):
+                if not item.isascii() and (problem := utf8_problem(item)) is not None:
+                    raise ValueError(
+                        f"text input at position {pos} cannot be written as UTF-8: {problem}"
+                    )
+            elif not isinstance(item, Image.Image):
                 raise ValueError(
                     f"input at position {pos} is {_bad_item(item)}; expected a PIL image, "
                     "an image path or a text"

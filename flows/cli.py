@@ -188,6 +188,10 @@ def temporary_server() -> Iterator[str | None]:
     The server is stopped when the block ends, whichever way; if this process is killed,
     the watchdog stops it. Dask workers reach the same server through ``PREFECT_API_URL``
     (otherwise each worker process would start a server of its own).
+
+    A flow called from Python outside this block uses Prefect's own temporary server, which
+    a killed process (``kill -9``, out of memory) leaves running; to get the command line's
+    guarantee, call it inside: ``with temporary_server(): embed_corpus(...)``.
     """
     from prefect.settings import (
         PREFECT_API_URL,

@@ -13,220 +13,45 @@ form and a deployment's parameters) and the command-line options.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
-import re
 import sys
 import time
-from collections import deque
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import numpy as np
 from prefect import get_run_logger
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.futures import PrefectFuture
-from pydantic import BaseModel, Field, field_validator, model_validator
 
-from embetter_core import store as store_lib
-from embetter_core.corpus import Corpus, corpus_kind
-from embetter_core.dedupe import DEFAULT_THRESHOLD, DuplicateReport
-from embetter_core.files import check_outputs_apart
-from embetter_core.keep import KeepRule, keep_values_for
-from embetter_core.outputs import check_deduplicated_path
-from embetter_core.spec import ENCODERS, EncoderSpec, encoder_class
-from embetter_core.store import StoreWriter
-from flows.cli import Stopped, check_model_loads, error_line, stop_on_signals, temporary_server
-from flows.offline import use_offline_defaults
-from flows.params import Cli, add_options, flow_with_params, options_given
-from tasks.dedupe import find_duplicates_in_store
-from tasks.embed import cached_encoder, embed_chunk
-from tasks.ingest import ingest
-from tasks.persist import commit_store, create_store, persist_chunk
-from tasks.report import EmbedResult, publish_report
-from tasks.score import score_candidate_pairs
-
-__all__ = ["EmbedParams", "EmbedResult", "embed_corpus", "main"]
-
-DEMO_CORPUS = (
-    Path(__file__).resolve().parent.parent / "embetter_core" / "data" / "debian-sample.csv.gz"
+from embetter_core.corpus import Corpus
+from embetter_core.dedupe import DuplicateReport
+from embetter_core.keep import keep_values_for
+from flows.cli import Stopped, error_line, stop_on_signals, temporary_server
+from flows.embed_params import DEMO_CORPUS, EmbedParams
+from flows.embed_steps import (
+    apply_difference_model,
+    cache_folder,
+    check_before_work,
+    embed_and_persist,
+    embed_reference,
+    ingest_reference,
+    match_reference,
+    rescore_candidates,
 )
+from flows.offline import use_offline_defaults
+from flows.params import add_options, flow_with_params, options_given
+from tasks.dedupe import find_duplicates_in_store
+from tasks.incremental import find_duplicates_incremental_in_store
+from tasks.ingest import ingest
+from tasks.persist import commit_store
+from tasks.report import EmbedResult, publish_report
 
-
-class EmbedParams(BaseModel):
-    """The flow's parameters, validated together (paths, ranges, choices).
-
-    Each field is a parameter of :func:`embed_corpus` and an option of the command line
-    (``--field-name``); its description is the option's help and the Prefect UI's.
-
-    >>> EmbedParams(chunk_size=500).id_column  # no input: the demo corpus, named by package
-    'package'
-    """
-
-    input_path: Annotated[str | None, Cli(positional=True, flag="input")] = Field(
-        None,
-        description="corpus file (.csv[.gz], .parquet, .jsonl[.gz], .txt) or a folder of "
-        "images; default: the bundled demo corpus (2,000 Debian package descriptions)",
-    )
-    text_column: str = Field("text", description="column holding the text")
-    id_column: str | None = Field(
-        None, description="column holding unique ids (default: row numbers)"
-    )
-    encoder: Literal[tuple(ENCODERS)] = Field(  # type: ignore[valid-type]  # registered kinds
-        "sentence", description="sentence-transformers for text, or open_clip for images"
-    )
-    model: str | None = Field(
-        None,
-        description="model name or local path "
-        "(default: all-MiniLM-L6-v2 for sentence, ViT-B-32 for clip)",
-    )
-    pretrained: str | None = Field(
-        None,
-        description="clip only: open_clip pretrained tag or local checkpoint (default: openai)",
-    )
-    output: str = Field("out/embeddings.h5", description="the .h5 store to write")
-    cache_dir: str = Field(
-        "out/cache", description="embedding cache root; one sub-folder per model"
-    )
-    chunk_size: int = Field(1000, ge=1, description="rows per chunk/task")
-    batch_size: int = Field(32, ge=1, description="items per forward pass")
-    threshold: float = Field(
-        DEFAULT_THRESHOLD, gt=0, le=1, description="cosine similarity for a near-duplicate pair"
-    )
-    dedupe_method: Literal["auto", "exact", "ann"] = Field(
-        "auto", description="exact blocked search, approximate (ann), or auto by corpus size"
-    )
-    report_dir: str = Field(
-        "out/report", description="folder for pairs.csv, removed.csv and report.html"
-    )
-    keep: str = Field(
-        "first",
-        description="which row of near-duplicates is kept: first or last (input order), "
-        "longest or shortest (text), or column:NAME[:desc|asc] (highest/lowest value of a "
-        "numeric or date column); ties go to the first",
-    )
-    write_deduplicated: str | None = Field(
-        None,
-        description="also write the corpus without the removed rows to this path, in the "
-        "input's format (for an image folder: a .txt of the kept paths)",
-    )
-    skip_invalid: bool = Field(
-        False,
-        description="drop empty/duplicate/unreadable rows and list them in the report "
-        "instead of failing",
-    )
-    difference_model: str | None = Field(
-        None,
-        description="a DifferenceClassifier saved by flows.train_difference (.skops): adds "
-        "each pair's probability to the report",
-    )
-    min_probability: float | None = Field(
-        None,
-        ge=0,
-        le=1,
-        description="with a difference model: keep only pairs whose probability is at least this",
-    )
-    backend: Literal["local", "modal"] = Field(
-        "local", description="encode here, or on Modal GPUs (needs `modal setup`)"
-    )
-    gpu: str = Field("any", description="Modal GPU type with the modal backend, e.g. A10G")
-    max_in_flight: int = Field(
-        1,
-        ge=1,
-        description="chunks encoded at once (default: 1; on the command line with "
-        "--runner dask, 2 per Dask worker)",
-    )
-    progress_bar: Annotated[bool, Cli(hidden=True)] = Field(
-        False,
-        description="show a progress bar on stderr (the command line does on a terminal, "
-        "unless --no-progress)",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _demo_corpus(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("input_path") is None:
-            data = {**data, "input_path": str(DEMO_CORPUS)}
-            if data.get("id_column") is None:
-                data["id_column"] = "package"  # name the demo rows by their Debian package
-        return data
-
-    @field_validator("output")
-    @classmethod
-    def _h5_suffix(cls, value: str) -> str:
-        if not value.endswith((".h5", ".hdf5")):
-            raise ValueError(f"output must be an .h5 file, got {value!r}")
-        return value
-
-    @field_validator("keep")
-    @classmethod
-    def _keep_rule(cls, value: str) -> str:
-        return str(KeepRule.parse(value))  # a bad rule fails here, before any work
-
-    @field_validator("input_path", "difference_model")
-    @classmethod
-    def _exists(cls, value: str | None) -> str | None:
-        if value is not None and not Path(value).exists():
-            raise ValueError(f"not found: {value}")
-        return value
-
-    @field_validator("cache_dir")
-    @classmethod
-    def _cache_is_a_folder(cls, value: str) -> str:
-        if Path(value).exists() and not Path(value).is_dir():
-            raise ValueError(f"{value} is a file; expected a folder for the embedding cache")
-        return value
-
-    @model_validator(mode="after")
-    def _encoder_reads_the_corpus(self) -> EmbedParams:
-        assert self.input_path is not None  # the demo corpus when none is given
-        kind = corpus_kind(self.input_path)
-        if kind not in encoder_class(self.encoder).modalities:
-            what = "a folder of images" if kind == "image" else "a text corpus"
-            readers = [k for k in ENCODERS if kind in encoder_class(k).modalities]
-            raise ValueError(
-                f"{self.input_path} is {what}, which the {self.encoder!r} encoder cannot read: "
-                f"use encoder={readers[0]!r} (--encoder {readers[0]})"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _outputs_apart(self) -> EmbedParams:
-        check_outputs_apart(self.input_paths(), self.output_paths())
-        return self
-
-    @model_validator(mode="after")
-    def _probability_needs_model(self) -> EmbedParams:
-        if self.min_probability is not None and not self.difference_model:
-            raise ValueError("min_probability needs a difference_model to score the pairs")
-        return self
-
-    def input_paths(self) -> dict[str, str | None]:
-        """The files the run reads, named as a user knows them."""
-        return {"corpus": self.input_path, "--difference-model": self.difference_model}
-
-    def output_paths(self) -> dict[str, str | None]:
-        """Every file the run writes, named as a user knows them: one refused before any work
-        if it would overwrite an input or another output. A new output is one line here."""
-        report = Path(self.report_dir)
-        return {
-            "--output": self.output,
-            "pairs.csv in --report-dir": str(report / "pairs.csv"),
-            "removed.csv in --report-dir": str(report / "removed.csv"),
-            "report.html in --report-dir": str(report / "report.html"),
-            "--write-deduplicated": self.write_deduplicated,
-        }
-
-    def encoder_spec(self) -> EncoderSpec:
-        """The encoder these parameters describe."""
-        return EncoderSpec(
-            kind=self.encoder,
-            model=self.model,
-            pretrained=self.pretrained,
-            batch_size=self.batch_size,
-            backend=self.backend,
-            gpu=self.gpu,
-        )
+__all__ = [
+    "DEMO_CORPUS",
+    "EmbedParams",
+    "EmbedResult",
+    "build_parser",
+    "cache_folder",
+    "embed_corpus",
+    "main",
+]
 
 
 @flow_with_params(EmbedParams, name="embed-corpus", validate_parameters=True)
@@ -238,23 +63,47 @@ def embed_corpus(params: EmbedParams) -> EmbedResult:
     descriptions). ``max_in_flight`` chunks are encoded at once (raise it with a Dask runner).
     With ``difference_model`` (a saved ``DifferenceClassifier``) each pair gets the model's
     probability; ``min_probability`` then keeps only the pairs the model calls duplicates.
+    With ``reference`` (a corpus file, embedded like the input, or an earlier run's store)
+    every (row, reference row) pair at the threshold goes to ``reference_pairs.csv``; with
+    ``incremental`` the dedupe searches only new and edited rows, reusing the state file the
+    last run left beside the store. With ``rescore`` (``encoder="static", rescore="sentence"``)
+    only the rows in a first-stage candidate pair are encoded again, and the second encoder
+    decides. ``threshold=None`` is the deciding encoder's recommended threshold.
     """
     started = time.perf_counter()
     spec = params.encoder_spec()
     fingerprint = spec.build_local().fingerprint()
     cache = cache_folder(params.cache_dir, spec, fingerprint)
     check_before_work(params, spec, cache)
+    threshold, threshold_source = params.threshold_choice()
+    get_run_logger().info("threshold %g: %s", threshold, threshold_source)
 
     corpus: Corpus = ingest(
         params.input_path, params.text_column, params.id_column, params.skip_invalid
     )
+    reference_corpus = ingest_reference(params)  # a bad reference file fails here
     keep_values = keep_values_for(params.keep, corpus)  # a bad --keep column fails here
     writer, counts = embed_and_persist(corpus, spec, fingerprint, cache, params)
     store_path: Path = commit_store(writer)
-    report: DuplicateReport = find_duplicates_in_store(
-        str(store_path), params.threshold, params.dedupe_method, params.keep, keep_values
+    reference_store = embed_reference(reference_corpus, spec, fingerprint, cache, params)
+    dedupe = find_duplicates_in_store
+    if params.incremental:  # only new and edited rows are searched; the same result
+        dedupe = find_duplicates_incremental_in_store
+    rescore_spec = params.rescore_spec()
+    first_threshold = (
+        threshold if rescore_spec is None else spec.encoder_class().candidate_threshold
     )
-    report, probabilities = apply_difference_model(report, corpus, params, spec, cache)
+    report: DuplicateReport = dedupe(
+        str(store_path), first_threshold, params.dedupe_method, params.keep, keep_values
+    )
+    decider, decider_cache, two_stage = spec, cache, None
+    if rescore_spec is not None:  # the rows in a first-stage pair, decided by a better encoder
+        decider, decider_cache = rescore_spec, cache_folder(params.cache_dir, rescore_spec)
+        report, two_stage = rescore_candidates(
+            report, corpus, params, decider, decider_cache, threshold
+        )
+    report, probabilities = apply_difference_model(report, corpus, params, decider, decider_cache)
+    against = match_reference(report, corpus, reference_corpus, store_path, reference_store, params)
     return publish_report(
         report,
         corpus,
@@ -268,173 +117,11 @@ def embed_corpus(params: EmbedParams) -> EmbedResult:
         probabilities=probabilities,
         deduplicated=params.write_deduplicated,
         id_column=params.id_column,
+        reference=against,
+        spreadsheet_safe=params.spreadsheet_safe,
+        threshold_source=threshold_source,
+        two_stage=two_stage,
     )
-
-
-def cache_folder(cache_dir: str, spec: EncoderSpec, fingerprint: str | None = None) -> str:
-    """One cache folder per encoder under ``cache_dir``, named for the model and fingerprint
-    (``spec``'s, computed unless given).
-
-    >>> cache_folder("out/cache", EncoderSpec())  # doctest: +ELLIPSIS
-    'out/cache/all-MiniLM-L6-v2-...'
-    """
-    fingerprint = fingerprint or spec.build_local().fingerprint()
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(spec.model_name).name).strip("-") or "model"
-    digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:10]
-    return str(Path(cache_dir) / f"{slug}-{digest}")
-
-
-def check_before_work(params: EmbedParams, spec: EncoderSpec, cache: str) -> None:
-    """Fail before any work on what would fail later: an output or cache folder that cannot
-    be written, Modal without a token or network, a difference model of another encoder, a
-    model that is not on this disk (loaded now into the encoder the chunks use)."""
-    check_outputs(params)
-    check_backend(spec)
-    check_difference_model(params.difference_model, spec)
-    if spec.backend == "local":
-        check_model_loads(cached_encoder(spec, cache).encoder)
-
-
-def check_outputs(params: EmbedParams) -> None:
-    """Fail before any work when an output folder cannot be written."""
-    store_lib.check_writable(params.output)
-    for folder, option in [(params.report_dir, "--report-dir"), (params.cache_dir, "--cache-dir")]:
-        try:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PermissionError(f"cannot create the folder {folder} ({option}): {exc}") from exc
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise PermissionError(f"the folder {folder} ({option}) is not writable")
-    if params.write_deduplicated:
-        check_deduplicated_path(str(params.input_path), params.write_deduplicated)
-
-
-def check_difference_model(path: str | None, spec: EncoderSpec) -> None:
-    """Refuse, before any work, a difference model trained with another encoder."""
-    if path:
-        from embetter_core.model import DifferenceClassifier
-
-        DifferenceClassifier.load(path, enc=spec.build_local())
-
-
-def check_backend(spec: EncoderSpec) -> None:
-    """With Modal offload, stop before any work when no token or network is there."""
-    if spec.backend == "modal":
-        from embetter_core.offload import APP_NAME, check_modal_ready
-
-        check_modal_ready(APP_NAME)
-
-
-def apply_difference_model(
-    report: DuplicateReport,
-    corpus: Corpus,
-    params: EmbedParams,
-    spec: EncoderSpec,
-    cache: str,
-) -> tuple[DuplicateReport, np.ndarray | None]:
-    """Score each pair with ``params.difference_model`` (if any); with ``min_probability``
-    keep only the pairs it calls duplicates. Returns the report and the probabilities."""
-    if not params.difference_model:
-        return report, None
-    text_of = corpus.texts_by_id()
-    as_items = encoder_items(corpus, spec)
-    probabilities = score_candidate_pairs(
-        params.difference_model,
-        as_items([text_of[a] for a, _, _ in report.pairs]),
-        as_items([text_of[b] for _, b, _ in report.pairs]),
-        spec,
-        cache,
-    )
-    if params.min_probability is None:
-        return report, probabilities
-    keep = probabilities >= params.min_probability
-    get_run_logger().info("difference model keeps %d of %d pairs", keep.sum(), len(keep))
-    return report.keep_pairs(keep), probabilities[keep]
-
-
-def encoder_items(corpus: Corpus, spec: EncoderSpec) -> Any:
-    """How the corpus's rows go to the encoder: a text corpus's rows as texts, even where one
-    looks like an image path (``ClipEncoder`` would read ``"cat.png"`` as a file), an image
-    corpus's as the image files they are."""
-    return spec.encoder_class().text_items if corpus.kind == "text" else list
-
-
-def embed_and_persist(
-    corpus: Corpus,
-    spec: EncoderSpec,
-    fingerprint: str,
-    cache: str,
-    params: EmbedParams,
-) -> tuple[StoreWriter, dict[str, int]]:
-    """Embed the corpus chunk by chunk (at most ``max_in_flight`` at once), writing each
-    chunk to the temporary store as it completes. Returns the writer and cache counts.
-
-    Chunks come from :meth:`Corpus.encode_chunks`: rows of similar length encode together,
-    as in one ``encode`` call, and each vector is written back to its row.
-    """
-    logger = get_run_logger()
-    chunks = corpus.encode_chunks(params.chunk_size)
-    as_items = encoder_items(corpus, spec)
-    progress_id = create_progress_artifact(
-        progress=0.0, key="embed-corpus-progress", description="Chunks embedded and persisted"
-    )
-    bar = None
-    if params.progress_bar:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(corpus), unit="row", desc="embedding", file=sys.stderr)
-    totals = {"hits": 0, "misses": 0}
-    done = 0
-    writer: StoreWriter | None = None
-    pending: deque[tuple[int, Any, PrefectFuture[tuple[np.ndarray, dict[str, int]]]]] = deque()
-
-    def drain_one() -> None:
-        nonlocal writer, done
-        number, rows, future = pending.popleft()
-        vectors, chunk_stats = future.result()
-        if writer is None:
-            writer = create_store(
-                params.output,
-                len(corpus),
-                int(vectors.shape[1]),
-                fingerprint,
-                corpus.source,
-                corpus.corpus_hash(),
-                params.chunk_size,
-            )
-        persist_chunk(writer, rows, [corpus.ids[i] for i in rows], vectors, chunk=number)
-        for key in totals:
-            totals[key] += chunk_stats[key]
-        done += len(rows)
-        logger.info(
-            "chunk %d of %d written (%d rows; %d of %d done): %d cache hits, %d misses",
-            number,
-            len(chunks),
-            len(rows),
-            done,
-            len(corpus),
-            chunk_stats["hits"],
-            chunk_stats["misses"],
-        )
-        update_progress_artifact(progress_id, progress=100.0 * done / len(corpus))
-        if bar is not None:
-            bar.update(len(rows))
-
-    try:
-        for number, rows in enumerate(chunks, start=1):
-            items = as_items([corpus.items[i] for i in rows])
-            future = embed_chunk.submit(items, number, spec, cache)
-            pending.append((number, rows, future))
-            if len(pending) >= params.max_in_flight:
-                drain_one()
-        while pending:
-            drain_one()
-    finally:
-        if bar is not None:
-            bar.close()
-    logger.info("cache: %d hits, %d misses", totals["hits"], totals["misses"])
-    assert writer is not None  # a corpus has at least one row
-    return writer, totals
 
 
 def dask_runner(address: str | None = None, n_workers: int = 2) -> Any:
@@ -534,12 +221,25 @@ def main(argv: list[str] | None = None) -> int:
         f"{result.cache_misses} misses; {result.pairs} pairs in {result.clusters} clusters "
         f"({result.dedupe_method}); {result.seconds:.1f} s"
     )
+    print(f"threshold:  {result.threshold:g} — {result.threshold_source}")
+    if result.rescored_rows is not None:
+        print(
+            f"two-stage:  {result.rescored_rows} of {result.rows} rows re-encoded with "
+            f"--rescore {args.rescore}"
+        )
     print(f"embeddings: {result.store_path}")
     print(f"pairs:      {result.pairs_csv}")
     print(f"report:     {result.report_html}")
     print(f"removed:    {result.removed_csv} ({result.removed} rows)")
     if result.deduplicated:
         print(f"deduplicated corpus: {result.deduplicated}")
+    if result.reference_pairs_csv:
+        print(
+            f"reference:  {result.reference_pairs_csv} "
+            f"({result.reference_rows_matched} rows match the reference)"
+        )
+    if result.incremental:
+        print(f"dedupe run: {result.incremental}")
     return 0
 
 

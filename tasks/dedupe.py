@@ -10,6 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from embetter_core.dedupe import DuplicateReport, find_duplicates
+from embetter_core.rescore import rescore_report
 from embetter_core.store import EmbeddingStore, write_kept
 
 
@@ -32,6 +33,19 @@ def find_duplicates_in_store(
             keep=keep,
             keep_values=keep_values,
         )
+
+
+@task(name="rescore-duplicates", cache_policy=NO_CACHE, persist_result=False)
+def rescore_duplicates(
+    first: DuplicateReport,
+    rows: Sequence[int],
+    vectors: Any,
+    threshold: float,
+    method: str = "auto",
+) -> DuplicateReport:
+    """The second stage of a two-stage dedupe: ``first``'s candidate ``rows``, re-encoded as
+    ``vectors`` (one per row, in order), decided at ``threshold`` over all of its rows."""
+    return rescore_report(first, rows, vectors, threshold, method=method)
 
 
 @task(name="record-kept", cache_policy=NO_CACHE, persist_result=False)

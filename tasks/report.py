@@ -18,6 +18,7 @@ from embetter_core.corpus import Corpus
 from embetter_core.dedupe import DuplicateReport
 from embetter_core.outputs import Deduplicated, write_deduplicated
 from tasks.dedupe import record_kept
+from tasks.reference import ReferenceOutputs
 
 
 class EmbedResult(BaseModel):
@@ -37,6 +38,12 @@ class EmbedResult(BaseModel):
     removed_csv: str = ""
     removed: int = 0
     deduplicated: str | None = None
+    reference_pairs_csv: str | None = None
+    reference_rows_matched: int = 0
+    incremental: str | None = None
+    threshold: float | None = None
+    threshold_source: str = ""
+    rescored_rows: int | None = None
 
 
 @task(name="write-report", cache_policy=NO_CACHE, persist_result=False)
@@ -47,18 +54,27 @@ def write_report(
     extra: dict[str, Any],
     artifact_key: str = "embed-corpus",
     probabilities: list[float] | None = None,
+    spreadsheet_safe: bool = False,
+    sections: list[str] | None = None,
 ) -> dict[str, Path]:
     """Write ``pairs.csv``, ``removed.csv`` and ``report.html``; publish a summary and a
     top-pairs table.
 
     ``texts`` maps the ids that appear in pairs or clusters to their texts;
-    ``probabilities`` (one per pair) come from a difference model, when the run has one.
+    ``probabilities`` (one per pair) come from a difference model, when the run has one;
+    ``spreadsheet_safe`` prefixes CSV cells a spreadsheet would run as formulas with ``'``.
     """
     folder = Path(report_dir).absolute()
     folder.mkdir(parents=True, exist_ok=True)
-    pairs = render.write_pairs_csv(report, texts, folder / "pairs.csv", probabilities)
-    removed = render.write_removed_csv(report, folder / "removed.csv", texts)
-    page = render.write_html(report, texts, folder / "report.html", extra=extra)
+    pairs = render.write_pairs_csv(
+        report, texts, folder / "pairs.csv", probabilities, spreadsheet_safe=spreadsheet_safe
+    )
+    removed = render.write_removed_csv(
+        report, folder / "removed.csv", texts, spreadsheet_safe=spreadsheet_safe
+    )
+    page = render.write_html(
+        report, texts, folder / "report.html", extra=extra, sections=sections or ()
+    )
     summary = render.markdown_summary(report, extra=extra)
     create_markdown_artifact(
         key=f"{artifact_key}-summary",
@@ -96,6 +112,7 @@ def publish_outputs(
     removed_csv: Path,
     deduplicated: Deduplicated | None,
     artifact_key: str = "embed-corpus",
+    reference: ReferenceOutputs | None = None,
 ) -> None:
     """A markdown artifact: how many rows were removed, and where the files are."""
     lines = [
@@ -108,6 +125,11 @@ def publish_outputs(
     ]
     if deduplicated is not None:
         lines.append(f"- deduplicated corpus ({deduplicated.rows:,} rows): `{deduplicated.path}`")
+    if reference is not None:
+        lines.append(
+            f"- {reference.rows_matched:,} of {report.n:,} rows match the reference "
+            f"({reference.matches:,} pairs): `{reference.csv}`"
+        )
     create_markdown_artifact(
         key=f"{artifact_key}-outputs",
         markdown="\n".join(lines) + "\n",
@@ -141,6 +163,31 @@ def run_facts(
     return facts
 
 
+def threshold_facts(
+    report: DuplicateReport, source: str, two_stage: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """The rows a report shows about its threshold: the one that ran and where it came from
+    (``source``), and, for a two-stage dedupe (``two_stage``, from the flow's rescore step),
+    its first stage and how many rows the second encoder re-encoded.
+
+    >>> from embetter_core.dedupe import find_duplicates
+    >>> threshold_facts(find_duplicates(np.eye(2), threshold=0.9), "given (--threshold)")
+    {'threshold chosen': '0.9 — given (--threshold)'}
+    """
+    facts = {"threshold chosen": f"{report.threshold:g} — {source}"}
+    if two_stage:
+        facts["two-stage dedupe"] = (
+            f"first stage {two_stage['first_encoder']} (the stored vectors) at candidate "
+            f"threshold {two_stage['candidate_threshold']:g}: {two_stage['rows']:,} of "
+            f"{two_stage['of']:,} rows in a candidate pair, re-encoded and decided by the "
+            "rescore encoder"
+        )
+        facts["rescore encoder"] = two_stage["rescore_encoder"]
+        cache = two_stage["cache"]
+        facts["rescore cache hits / misses"] = f"{cache['hits']} / {cache['misses']}"
+    return facts
+
+
 def texts_in_report(report: DuplicateReport, corpus: Corpus) -> dict[str, str]:
     """The texts of the ids that appear in the report's pairs or clusters."""
     text_of = corpus.texts_by_id()
@@ -163,25 +210,36 @@ def publish_report(
     probabilities: np.ndarray | None = None,
     deduplicated: str | None = None,
     id_column: str | None = None,
+    spreadsheet_safe: bool = False,
+    reference: ReferenceOutputs | None = None,
+    threshold_source: str = "",
+    two_stage: dict[str, Any] | None = None,
 ) -> EmbedResult:
     """Write the report (files and artifacts) of a run that began at ``started``
     (``time.perf_counter()``), record the decision in the store, write the deduplicated
     corpus to ``deduplicated`` when given, and return its :class:`EmbedResult`.
 
-    ``counts`` holds the cache ``hits`` and ``misses``; ``encoder`` is the fingerprint.
+    ``counts`` holds the cache ``hits`` and ``misses``; ``encoder`` is the fingerprint;
+    ``spreadsheet_safe``: see :func:`write_report`; ``reference``: the search against a
+    reference set (its facts and section join the report); ``threshold_source`` and
+    ``two_stage``: see :func:`threshold_facts`.
     """
+    facts = run_facts(corpus, store_path, counts, encoder, difference_model, min_probability)
+    facts |= threshold_facts(report, threshold_source or "given", two_stage)
     paths = write_report(
         report,
         texts_in_report(report, corpus),
         report_dir,
-        run_facts(corpus, store_path, counts, encoder, difference_model, min_probability),
+        {**facts, **(reference.facts if reference else {})},
         probabilities=None if probabilities is None else probabilities.tolist(),
+        spreadsheet_safe=spreadsheet_safe,
+        sections=[reference.section] if reference else None,
     )
     record_kept(str(store_path), report)
     written = None
     if deduplicated:
         written = write_deduplicated_corpus(corpus, report, deduplicated, id_column)
-    publish_outputs(report, store_path, paths["removed_csv"], written)
+    publish_outputs(report, store_path, paths["removed_csv"], written, reference=reference)
     result = EmbedResult(
         store_path=str(store_path),
         pairs_csv=str(paths["pairs_csv"]),
@@ -197,6 +255,12 @@ def publish_report(
         removed_csv=str(paths["removed_csv"]),
         removed=len(report.removed),
         deduplicated=None if written is None else str(written.path),
+        reference_pairs_csv=None if reference is None else str(reference.csv),
+        reference_rows_matched=0 if reference is None else reference.rows_matched,
+        incremental=render.incremental_text(report),
+        threshold=report.threshold,
+        threshold_source=threshold_source,
+        rescored_rows=None if two_stage is None else two_stage["rows"],
     )
     get_run_logger().info("done: %s", result.model_dump_json())
     return result

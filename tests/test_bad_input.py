@@ -136,6 +136,47 @@ def markdown_of_hostile_ids(folder: Path) -> None:
     assert "](http" not in text.replace("\\](http", "")
 
 
+FORMULAS = ['=HYPERLINK("http://evil","click")', "+cmd|' /C calc'!A0", "@SUM(1)", "-2+3"]
+
+
+def formula_cells(folder: Path, spreadsheet_safe: bool) -> None:
+    """pairs.csv and removed.csv of ids and texts that a spreadsheet would run as formulas:
+    with ``spreadsheet_safe`` each cell starts with ``'``, without it each is as it was."""
+    import csv
+
+    from embetter_core.dedupe import find_duplicates
+    from embetter_core.report import write_pairs_csv, write_removed_csv
+
+    report = find_duplicates(np.ones((4, 2)), ids=FORMULAS, threshold=0.9)
+    texts = dict(zip(FORMULAS, FORMULAS[::-1], strict=True))
+    prefix = "'" if spreadsheet_safe else ""
+    pairs = write_pairs_csv(report, texts, folder / "p.csv", spreadsheet_safe=spreadsheet_safe)
+    rows = list(csv.DictReader(pairs.open(encoding="utf-8")))
+    assert len(rows) == 6
+    cells = {row[col] for row in rows for col in ("id_a", "id_b", "text_a", "text_b")}
+    assert cells == {prefix + f for f in FORMULAS}  # '=HYPERLINK(...) with the option
+    for row in rows:
+        for id_col, text_col in (("id_a", "text_a"), ("id_b", "text_b")):
+            assert row[id_col].startswith(prefix) and row[id_col][len(prefix) :] in FORMULAS
+            assert row[text_col] == prefix + texts[row[id_col][len(prefix) :]]
+        assert float(row["score"]) == pytest.approx(1.0)
+    removed = write_removed_csv(report, folder / "r.csv", texts, spreadsheet_safe=spreadsheet_safe)
+    rows = list(csv.DictReader(removed.open(encoding="utf-8")))
+    assert [(r["id"], r["kept_id"]) for r in rows] == [
+        (prefix + f, prefix + FORMULAS[0]) for f in FORMULAS[1:]
+    ]
+
+
+def spreadsheet_option(corpus: Path) -> None:
+    """``--spreadsheet-safe`` is an option of the command line, off unless given."""
+    from flows.embed_corpus import EmbedParams, build_parser
+    from flows.params import options_given
+
+    for argv, expected in [([str(corpus)], False), ([str(corpus), "--spreadsheet-safe"], True)]:
+        given = options_given(build_parser().parse_args(argv), EmbedParams)
+        assert EmbedParams(**given).spreadsheet_safe is expected
+
+
 # -- library builders (helper-9; test_corpus / test_vision / test_model / test_cache use them) --
 def write_png(
     path: Path, width: int, height: int, *, rows: int | None = None, finish: bool = True
@@ -326,6 +367,25 @@ def _check_texts(texts: list[str]) -> Any:
     return check_texts(texts)
 
 
+def _clip_check(items: list[Any], text_items: bool = False) -> list[Any]:
+    """``ClipEncoder.validate_input`` of ``items``, each a ``TextItem`` if ``text_items``
+    (no model loads)."""
+    from embetter_core.vision import ClipEncoder
+
+    items = ClipEncoder.text_items(items) if text_items else items
+    checked = ClipEncoder(TINY_CLIP).validate_input(items)
+    assert checked == items
+    return checked
+
+
+def pairs_with(folder: Path, text: str) -> Any:
+    """``read_pairs`` of a pair file whose second row's ``y`` is ``text``."""
+    from embetter_core.evaluation import read_pairs
+
+    path = write_text(folder / "p.csv", f"x,y,same\nred car,a red car,1\nblue sky,{text},0\n")
+    return read_pairs(path, "x", "y", "same")
+
+
 # -- the library table (helper-9): the library refuses these before any work ---------------
 def _library_cases() -> list[Case]:
     from embetter_core.errors import CacheCorruptError, CorpusError, ImageTooLargeError
@@ -423,6 +483,24 @@ def _library_cases() -> list[Case]:
             ValueError,
             ("text input at position 1 cannot be written as UTF-8",),
         ),
+        Case(
+            "clip-text-lone-surrogate",
+            lambda d: _clip_check(["fine", "bad \ud800"]),
+            ValueError,
+            ("text input at position 1 cannot be written as UTF-8: lone surrogate '\\ud800'",),
+        ),
+        Case(
+            "clip-text-item-lone-surrogate",
+            lambda d: _clip_check(["fine", "caf\u00e9", "\udc80.png"], text_items=True),
+            ValueError,
+            ("text input at position 2 cannot be written as UTF-8",),
+        ),
+        Case("clip-accepts-valid-texts", lambda d: _clip_check(["fine", "caf\u00e9 \u2603"]), None),
+        Case(
+            "clip-accepts-valid-text-items",
+            lambda d: _clip_check(["fine", "caf\u00e9.png"], text_items=True),
+            None,
+        ),
         # item 8: texts that show nothing are empty texts
         *(
             Case(
@@ -438,6 +516,18 @@ def _library_cases() -> list[Case]:
             lambda d: corpus_of(d, "c.txt", "fine\n\u200b\u200b\u200b\nok\n"),
             CorpusError,
             ("row 1 (id '1'): empty text (only invisible characters",),
+        ),
+        Case(
+            "pair-file-empty-text",
+            lambda d: pairs_with(d, ""),
+            ValueError,
+            ("row 2 has no value in 'y'",),
+        ),
+        Case(
+            "pair-file-text-only-zero-width-space",
+            lambda d: pairs_with(d, "\u200b"),
+            ValueError,
+            ("row 2 has no value in 'y'",),
         ),
         # item 7: a damaged cache database names its folder and the fix; never retried
         Case(
@@ -542,6 +632,9 @@ FLOW_CASES: list[Case] = [
         ("row 1", "--skip-invalid"),
     ),
     Case("markdown-artifact-escapes-ids", markdown_of_hostile_ids, None),
+    Case("csv-formula-cells-prefixed-when-asked", lambda d: formula_cells(d, True), None),
+    Case("csv-formula-cells-as-they-are-by-default", lambda d: formula_cells(d, False), None),
+    Case("cli-spreadsheet-safe-option", lambda d: spreadsheet_option(csv_corpus(d)), None),
 ]
 
 
@@ -616,3 +709,21 @@ def test_clip_flow_on_a_text_corpus_embeds_texts(prefect_harness, tiny_clip, tmp
     )
     with h5py.File(result.store_path) as f:
         np.testing.assert_allclose(f["embeddings"][:], encode_texts(tiny_clip, texts), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_flow_spreadsheet_safe_reaches_pairs_csv(prefect_harness, tmp_path):
+    import csv
+
+    from flows.embed_corpus import embed_corpus
+
+    texts = ['=HYPERLINK("http://evil","click here")', '=HYPERLINK("http://evil","click here!")']
+    result = embed_corpus(
+        input_path=str(csv_corpus(tmp_path, texts=[*texts, "stock prices fell sharply"])),
+        output=str(tmp_path / "e.h5"),
+        cache_dir=str(tmp_path / "cache"),
+        report_dir=str(tmp_path / "report"),
+        spreadsheet_safe=True,
+    )
+    rows = list(csv.DictReader(Path(result.pairs_csv).read_text(encoding="utf-8").splitlines()))
+    assert [(r["text_a"], r["text_b"]) for r in rows] == [("'" + texts[0], "'" + texts[1])]

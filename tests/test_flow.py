@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from embetter_core import SentenceEncoder
 from flows.embed_corpus import DEMO_CORPUS, build_parser, cache_folder, embed_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +79,8 @@ def test_flow_end_to_end(prefect_harness, tmp_path, small_csv, sentence_encoder)
     assert len(exact) == 1 and float(exact[0]["score"]) > 0.999
     page = Path(result.report_html).read_text()
     assert "data:image/png;base64," in page and "copy-of-first" in page
+    assert (result.threshold, result.threshold_source) == (0.9, "given (--threshold)")
+    assert "0.9 — given (--threshold)" in page
 
     # a rerun reads everything from the cache and writes the same store
     again = run_flow(tmp_path, small_csv, id_column="package", threshold=0.9)
@@ -115,6 +118,12 @@ def test_flow_publishes_artifacts(prefect_harness, tmp_path, small_csv):
     summary = found["embed-corpus-summary"]
     assert "Near-duplicate report" in summary.data and "small.csv" in summary.data
     assert "| rows | 31 |" in summary.data
+    # no threshold given: the encoder's recommended one, and where it came from
+    recommended = (
+        f"{SentenceEncoder.recommended_threshold:g} — recommended for the sentence encoder"
+    )
+    assert f"| threshold chosen | {recommended} (best removal F1" in summary.data
+    assert recommended in (tmp_path / "report" / "report.html").read_text()
     table = found["embed-corpus-top-pairs"]
     assert "score" in str(table.data) and "text_a" in str(table.data)
     assert float(found["embed-corpus-progress"].data) == pytest.approx(100.0)
@@ -250,6 +259,8 @@ def test_cli_prints_output_paths(prefect_api_url, tmp_path, small_csv):
     assert f"pairs:      {tmp_path / 'rep' / 'pairs.csv'}" in out
     assert f"report:     {tmp_path / 'rep' / 'report.html'}" in out
     assert "cache: 30 hits" not in out and "30 misses" in out
+    threshold = SentenceEncoder.recommended_threshold
+    assert f"threshold:  {threshold:g} — recommended for the sentence encoder" in out
 
     proc = cli([str(tmp_path / "missing.csv"), "--output", str(tmp_path / "b.h5")], prefect_api_url)
     out, _ = proc.communicate(timeout=600)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from flows.offline import OFFLINE_DEFAULTS, use_offline_defaults
+from flows.offline import OFFLINE_DEFAULTS, RUN_LOG_DEFAULTS, use_offline_defaults
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,5 +89,6 @@ def test_deployments_get_the_same_variables():
 def test_use_offline_defaults_on_a_mapping():
     env = {"DO_NOT_TRACK": "0"}
     added = use_offline_defaults(env)
-    assert env == {**OFFLINE_DEFAULTS, "DO_NOT_TRACK": "0"}
-    assert "DO_NOT_TRACK" not in added and len(added) == len(OFFLINE_DEFAULTS) - 1
+    run_logs = {**RUN_LOG_DEFAULTS, "PREFECT_LOGGING_EXTRA_LOGGERS": "embetter_core"}
+    assert env == {**OFFLINE_DEFAULTS, "DO_NOT_TRACK": "0", **run_logs}  # tests/test_run_logs.py
+    assert "DO_NOT_TRACK" not in added and len(added) == len(OFFLINE_DEFAULTS) + 1
