@@ -115,18 +115,21 @@ def test_deploy_all_then_run_once_through_a_process_worker(prefect_harness, tmp_
     assert nightly.parameters["output"] == "out/nightly/embeddings.h5"
     assert nightly.parameters["chunk_size"] == 1000
     assert nightly.parameters["input_path"] is None
+    assert nightly.parameters["incremental"] is True and nightly.parameters["threshold"] is None
     # the parameter schema comes from the flow signature, so the server validates runs
     schema = nightly.parameter_openapi_schema["properties"]
     assert {"input_path", "output", "cache_dir", "chunk_size", "threshold"} <= set(schema)
     assert train.parameter_openapi_schema["required"] == ["pairs"]
     # ... and from EmbedParams, the one declaration, with the descriptions the UI shows
     from flows.embed_corpus import EmbedParams
-    from flows.offline import OFFLINE_DEFAULTS
+    from flows.offline import EXTRA_LOGGERS, OFFLINE_DEFAULTS, RUN_LOG_DEFAULTS, RUN_LOGGERS
 
     assert list(schema) == list(EmbedParams.model_fields)
     assert schema["chunk_size"]["description"] == EmbedParams.model_fields["chunk_size"].description
     # each run gets the offline defaults the command lines set
-    assert nightly.job_variables == train.job_variables == {"env": OFFLINE_DEFAULTS}
+    run_logs = {**RUN_LOG_DEFAULTS, EXTRA_LOGGERS: ",".join(RUN_LOGGERS)}
+    env = {**OFFLINE_DEFAULTS, **run_logs}
+    assert nightly.job_variables == train.job_variables == {"env": env}
     # the pull step goes back to the folder `prefect deploy` ran in (the project root)
     assert nightly.pull_steps == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}

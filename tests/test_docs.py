@@ -32,3 +32,27 @@ def test_readme_example_runs(code, tmp_path, monkeypatch):
 
 def test_readme_has_examples():
     assert len([b for b in BLOCKS if not b.startswith("# not run:")]) >= 2
+
+
+def test_readme_command_lines_use_real_options():
+    import argparse
+
+    from flows.embed_corpus import build_parser
+    from flows.params import add_options
+    from flows.train_difference import TrainParams
+
+    train = argparse.ArgumentParser()
+    add_options(train, TrainParams)
+    known = {
+        "flows.embed_corpus": {o for a in build_parser()._actions for o in a.option_strings},
+        "flows.train_difference": {o for a in train._actions for o in a.option_strings},
+    }
+    seen = 0
+    for line in README.read_text().splitlines():
+        for module, options in known.items():
+            if f"python -m {module}" in line:
+                command = line.split("#")[0]
+                used = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", command))
+                assert used <= options, f"{sorted(used - options)} in README line: {line}"
+                seen += len(used)
+    assert seen >= 10
