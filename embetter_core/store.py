@@ -41,6 +41,11 @@ FORMAT_VERSION = 1
 _WRITTEN = "written"  # bookkeeping dataset of the temporary file, dropped by commit()
 _OVERWRITE = "_overwrite"  # bookkeeping attribute: may commit() replace an existing file?
 _OPEN_RETRY_S = 60.0  # how long to retry an HDF5 file lock held by another process
+#: Scattered rows spanning at most this many rows per row written (and _SPAN_BYTES) are
+#: written as one read-modify-write of their span: h5py's point selections cost about
+#: 20 us per row of a (n, 256) float32 dataset, reading and writing the span far less.
+_SPAN_FACTOR = 32
+_SPAN_BYTES = 64 << 20
 KEPT = "kept"  # the dataset write_kept adds: one bool per row
 
 
@@ -347,7 +352,7 @@ def write_rows(
             return
         if order is not None:
             ids, arr = [ids[i] for i in order], arr[order]
-        done = f[_WRITTEN][where].astype(bool)
+        done = _read_rows(f[_WRITTEN], where).astype(bool)
         if done.any():
             old = f["ids"].asstr()[where]
             clash = [i for i in np.flatnonzero(done) if old[i] != ids[i]]
@@ -359,8 +364,39 @@ def write_rows(
                     f"{row}: stored {old[first]!r}, given {ids[first]!r}"
                 )
         f["ids"][where] = np.array(ids, dtype=object)
-        f["embeddings"][where] = arr
+        _write_rows(f["embeddings"], where, arr)
         f[_WRITTEN][where] = 1
+
+
+def _span(dataset: Any, where: slice | np.ndarray) -> slice | None:
+    """The slice of rows to read-modify-write instead of the point selection ``where``
+    (sorted row numbers), or None: a slice, or a span too sparse or too large, is used as
+    it is."""
+    if isinstance(where, slice) or where.size == 0:
+        return None
+    lo, hi = int(where[0]), int(where[-1]) + 1
+    row_bytes = dataset.dtype.itemsize * int(np.prod(dataset.shape[1:], dtype=np.int64))
+    if hi - lo > _SPAN_FACTOR * where.size or (hi - lo) * row_bytes > _SPAN_BYTES:
+        return None
+    return slice(lo, hi)
+
+
+def _read_rows(dataset: Any, where: slice | np.ndarray) -> np.ndarray:
+    """``dataset[where]``, read through the rows' span when that is cheaper."""
+    span = _span(dataset, where)
+    return dataset[where] if span is None else dataset[span][where - span.start]
+
+
+def _write_rows(dataset: Any, where: slice | np.ndarray, values: np.ndarray) -> None:
+    """``dataset[where] = values``; scattered rows close together are written as one
+    read-modify-write of their span (the caller holds the store's lock)."""
+    span = _span(dataset, where)
+    if span is None:
+        dataset[where] = values
+        return
+    block = dataset[span]
+    block[where - span.start] = values
+    dataset[span] = block
 
 
 def commit(tmp_path: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:

@@ -307,6 +307,23 @@ def test_writes_from_threads(tmp_path):
         assert store.ids == ids and np.array_equal(store.embeddings, data)
 
 
+def test_interleaved_scattered_writes_from_threads_keep_every_row(tmp_path):
+    # Chunks of rows close together are written as a read-modify-write of their span: the
+    # store's lock must keep a thread from writing back another thread's rows stale. Rows
+    # 0 and n - 1 alone are too far apart for that and take the point selection.
+    n, dim = 400, 8
+    data = vectors(n, dim)
+    ids = [f"r{i}" for i in range(n)]
+    writer = EmbeddingStore.create(tmp_path / "o.h5", n=n, dim=dim, fingerprint="fp", chunk_rows=50)
+    writer.write([n - 1, 0], [ids[-1], ids[0]], data[[n - 1, 0]])
+    parts = [np.arange(1 + k, n - 1, 8) for k in range(8)]  # each spans nearly every row
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda rows: writer.write(rows, [ids[i] for i in rows], data[rows]), parts))
+    writer.commit()
+    with EmbeddingStore.open(tmp_path / "o.h5") as store:
+        assert store.ids == ids and np.array_equal(store.embeddings, data)
+
+
 WRITER_SCRIPT = textwrap.dedent(
     """
     import sys, time
