@@ -58,6 +58,9 @@ class EmbeddingEncoder(TransformerMixin, BaseEstimator):
     #: threshold whose pairs name the rows a better encoder re-encodes; ``None``: this
     #: encoder is not meant to be a first stage.
     candidate_threshold: ClassVar[float | None] = None
+    #: Rows per chunk (one Prefect task each) when a flow is not told: a chunk should take
+    #: seconds to encode, so that the per-task cost (tens of ms) stays small beside it.
+    chunk_size: ClassVar[int] = 1000
 
     def fit(self, X: Any = None, y: Any = None) -> EmbeddingEncoder:
         """Do nothing: encoders are pretrained. Returns ``self``."""

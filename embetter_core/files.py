@@ -17,10 +17,11 @@ temporary file beside the target, flushed to disk, and renamed into place.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from embetter_core.errors import OutputClashError
@@ -102,6 +103,28 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
         else:
             with open(tmp, "w", encoding="utf-8", newline="") as handle:
                 handle.write(data)
+    return Path(path)
+
+
+def write_csv_atomic(
+    path: str | os.PathLike[str], header: Sequence[object], rows: Iterable[Sequence[object]]
+) -> Path:
+    """Write ``header`` and ``rows`` as CSV (UTF-8, ``\\n`` line ends) to ``path``
+    atomically, streaming: the rows may be a generator, never held whole. Returns the path.
+
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
+    >>> print(write_csv_atomic(out, ["a", "b"], ([i, i * i] for i in range(3))).read_text())
+    a,b
+    0,0
+    1,1
+    2,4
+    <BLANKLINE>
+    """
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
     return Path(path)
 
 

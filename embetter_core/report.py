@@ -30,12 +30,11 @@ True
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ import numpy as np
 
 from embetter_core.dedupe import DuplicateReport
 from embetter_core.files import spreadsheet_safe as safe_cell
-from embetter_core.files import write_atomic
+from embetter_core.files import write_atomic, write_csv_atomic
 from embetter_core.reference import ReferenceMatches
 
 Texts = Mapping[Any, str] | Sequence[str] | None
@@ -103,16 +102,15 @@ def write_pairs_csv(
     lookup = _lookup(report, texts)
     probs = _check_probabilities(report, probabilities)
     cell = safe_cell if spreadsheet_safe else _as_is
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(
-        ["id_a", "id_b", "score", *(["probability"] if probs else []), "text_a", "text_b"]
-    )
-    for i, (a, b, score) in enumerate(report.pairs):
-        prob = [round(probs[i], 6)] if probs else []
-        texts_ab = [cell(_text(lookup, a)), cell(_text(lookup, b))]
-        writer.writerow([cell(a), cell(b), score, *prob, *texts_ab])
-    return write_atomic(path, buf.getvalue())
+    header = ["id_a", "id_b", "score", *(["probability"] if probs else []), "text_a", "text_b"]
+
+    def rows() -> Iterator[list[object]]:
+        for i, (a, b, score) in enumerate(report.pairs):
+            prob = [round(probs[i], 6)] if probs else []
+            texts_ab = [cell(_text(lookup, a)), cell(_text(lookup, b))]
+            yield [cell(a), cell(b), score, *prob, *texts_ab]
+
+    return write_csv_atomic(path, header, rows())
 
 
 def _as_is(value: object) -> object:
@@ -136,13 +134,11 @@ def write_removed_csv(
     """
     frame = report.removed_frame(_lookup(report, texts))
     cell = safe_cell if spreadsheet_safe else _as_is
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(list(frame.columns))
-    for row in frame.itertuples(index=False):
-        exact = "true" if row.exact else "false"
-        writer.writerow([cell(row.id), cell(row.kept_id), row.similarity, row.cluster, exact])
-    return write_atomic(path, buf.getvalue())
+    rows = (
+        [cell(r.id), cell(r.kept_id), r.similarity, r.cluster, "true" if r.exact else "false"]
+        for r in frame.itertuples(index=False)
+    )
+    return write_csv_atomic(path, list(frame.columns), rows)
 
 
 def _check_probabilities(
@@ -448,14 +444,13 @@ def write_reference_csv(
     a,0,1.0,cat,
     b,1,1.0,dog,
     """
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["id", "reference_id", "score", "text", "reference_text"])
     cell = safe_cell if spreadsheet_safe else _as_is
-    for a, r, score in matches.pairs:
-        row_texts = [cell(_text(texts, a)), cell(_text(reference_texts, r))]
-        writer.writerow([cell(a), cell(r), score, *row_texts])
-    return write_atomic(path, buf.getvalue())
+    rows = (
+        [cell(a), cell(r), score, cell(_text(texts, a)), cell(_text(reference_texts, r))]
+        for a, r, score in matches.pairs
+    )
+    header = ["id", "reference_id", "score", "text", "reference_text"]
+    return write_csv_atomic(path, header, rows)
 
 
 def reference_facts(matches: ReferenceMatches, source: str) -> dict[str, str]:

@@ -94,6 +94,9 @@ class StaticEncoder(EmbeddingEncoder):
     #: MiniLM's pairs at 0.825 on a 4,000-row sample, issue 11); to be set from
     #: ``benchmarks.dedupe_quality --rescore``.
     candidate_threshold = 0.80
+    #: About 3 s of encoding per chunk here: 1,000-row chunks spent more time in Prefect's
+    #: per-task bookkeeping than in encoding (``benchmarks.static_flow``).
+    chunk_size = 10_000
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
+from prefect.utilities.annotations import quote
 
 from embetter_core.corpus import Corpus
 from embetter_core.dedupe import DuplicateReport
@@ -94,7 +95,7 @@ def embed_corpus(params: EmbedParams) -> EmbedResult:
         threshold if rescore_spec is None else spec.encoder_class().candidate_threshold
     )
     report: DuplicateReport = dedupe(
-        str(store_path), first_threshold, params.dedupe_method, params.keep, keep_values
+        str(store_path), first_threshold, params.dedupe_method, params.keep, quote(keep_values)
     )
     decider, decider_cache, two_stage = spec, cache, None
     if rescore_spec is not None:  # the rows in a first-stage pair, decided by a better encoder

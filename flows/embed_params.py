@@ -58,7 +58,11 @@ class EmbedParams(BaseModel):
     cache_dir: str = Field(
         "out/cache", description="embedding cache root; one sub-folder per model"
     )
-    chunk_size: int = Field(1000, ge=1, description="rows per chunk/task")
+    chunk_size: int | None = Field(
+        None,
+        ge=1,
+        description="rows per chunk/task (default: the encoder's, 1000; 10000 for static)",
+    )
     batch_size: int = Field(32, ge=1, description="items per forward pass")
     threshold: float | None = Field(
         None,
@@ -157,6 +161,12 @@ class EmbedParams(BaseModel):
         if not value.endswith((".h5", ".hdf5")):
             raise ValueError(f"output must be an .h5 file, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _encoder_chunk_size(self) -> EmbedParams:
+        if self.chunk_size is None:  # seconds of encoding per task, whatever the encoder
+            self.chunk_size = encoder_class(self.encoder).chunk_size
+        return self
 
     @field_validator("keep")
     @classmethod

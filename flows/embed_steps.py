@@ -17,6 +17,7 @@ import numpy as np
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture
+from prefect.utilities.annotations import quote
 
 from embetter_core import store as store_lib
 from embetter_core.corpus import Corpus
@@ -162,11 +163,11 @@ def match_reference(
         reference_texts = {r: reference_of[r] for r in matches.reference_ids}
     assert params.reference is not None
     return write_reference_pairs(
-        matches,
+        quote(matches),
         params.report_dir,
         params.reference,
-        texts,
-        reference_texts,
+        quote(texts),
+        quote(reference_texts),
         spreadsheet_safe=params.spreadsheet_safe,
     )
 
@@ -194,8 +195,8 @@ def apply_difference_model(
     as_items = encoder_items(corpus, spec)
     probabilities = score_candidate_pairs(
         params.difference_model,
-        as_items([text_of[a] for a, _, _ in report.pairs]),
-        as_items([text_of[b] for _, b, _ in report.pairs]),
+        quote(as_items([text_of[a] for a, _, _ in report.pairs])),
+        quote(as_items([text_of[b] for _, b, _ in report.pairs])),
         spec,
         cache,
     )
@@ -261,7 +262,9 @@ def embed_and_persist(
                     corpus.corpus_hash(),
                     params.chunk_size,
                 )
-            persist_chunk(writer, rows, [corpus.ids[i] for i in rows], vectors, chunk=number)
+            persist_chunk(
+                writer, rows, quote([corpus.ids[i] for i in rows]), quote(vectors), chunk=number
+            )
             for key in totals:
                 totals[key] += chunk_stats[key]
             done += len(rows)
@@ -308,7 +311,7 @@ def encode_in_chunks(
 
     for number, rows in enumerate(chunks, start=1):
         items = as_items([corpus.items[i] for i in rows])
-        pending.append((number, rows, task.submit(items, number, spec, cache)))
+        pending.append((number, rows, task.submit(quote(items), number, spec, cache)))
         if len(pending) >= max_in_flight:
             yield finish()
     while pending:
@@ -341,7 +344,10 @@ def rescore_candidates(
     if len(rows):
         # length-sorted chunks of the candidate rows, as for the whole corpus
         candidates = Corpus([corpus.ids[i] for i in rows], [corpus.items[i] for i in rows])
-        chunks = [rows[c] for c in candidates.encode_chunks(params.chunk_size)]
+        size = min(
+            params.chunk_size or spec.encoder_class().chunk_size, spec.encoder_class().chunk_size
+        )
+        chunks = [rows[c] for c in candidates.encode_chunks(size)]  # at most the decider's size
         task = embed_chunk.with_options(name="rescore-chunk", task_run_name="rescore-chunk-{chunk}")
         for number, at, part, stats in encode_in_chunks(
             corpus, chunks, spec, cache, params.max_in_flight, task
@@ -351,7 +357,7 @@ def rescore_candidates(
             vectors[np.searchsorted(rows, at)] = part
             counts = {key: counts[key] + stats[key] for key in counts}
             logger.info("rescore chunk %d of %d: %d rows", number, len(chunks), len(at))
-    report = rescore_duplicates(first, rows, vectors, threshold, params.dedupe_method)
+    report = rescore_duplicates(quote(first), rows, quote(vectors), threshold, params.dedupe_method)
     return report, {
         "first_encoder": params.encoder,
         "candidate_threshold": first.threshold,

@@ -11,6 +11,7 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
 from embetter_core import report as render
@@ -226,19 +227,21 @@ def publish_report(
     """
     facts = run_facts(corpus, store_path, counts, encoder, difference_model, min_probability)
     facts |= threshold_facts(report, threshold_source or "given", two_stage)
+    # quote(): Prefect would walk a big argument's every element before the task runs
+    # (seconds for a report of 100,000s of pairs); these hold no futures to resolve
     paths = write_report(
-        report,
-        texts_in_report(report, corpus),
+        quote(report),
+        quote(texts_in_report(report, corpus)),
         report_dir,
         {**facts, **(reference.facts if reference else {})},
-        probabilities=None if probabilities is None else probabilities.tolist(),
+        probabilities=None if probabilities is None else quote(probabilities.tolist()),
         spreadsheet_safe=spreadsheet_safe,
         sections=[reference.section] if reference else None,
     )
-    record_kept(str(store_path), report)
+    record_kept(str(store_path), quote(report))
     written = None
     if deduplicated:
-        written = write_deduplicated_corpus(corpus, report, deduplicated, id_column)
+        written = write_deduplicated_corpus(quote(corpus), quote(report), deduplicated, id_column)
     publish_outputs(report, store_path, paths["removed_csv"], written, reference=reference)
     result = EmbedResult(
         store_path=str(store_path),

@@ -56,7 +56,7 @@ def test_help_shows_every_description_and_default():
     for name, field in EmbedParams.model_fields.items():
         if not cli_of(field).hidden:
             assert " ".join(field.description.split()) in text, name
-    assert "rows per chunk/task (default: 1000)" in text
+    assert "items per forward pass (default: 32)" in text
     assert "--skip-invalid drop empty" in text  # a bool is a flag
     assert "--encoder {sentence,clip,static}" in text  # a Literal gives choices
 
@@ -169,3 +169,12 @@ def test_the_model_validates_what_the_signature_cannot(tmp_path):
         "all-MiniLM-L6-v2",
         4,
     )
+
+
+def test_chunk_size_defaults_to_the_encoders():
+    from embetter_core import SentenceEncoder, StaticEncoder
+
+    assert EmbedParams().chunk_size == SentenceEncoder.chunk_size
+    assert EmbedParams(encoder="static").chunk_size == StaticEncoder.chunk_size
+    assert StaticEncoder.chunk_size > SentenceEncoder.chunk_size
+    assert EmbedParams(encoder="static", chunk_size=7).chunk_size == 7
