@@ -1,6 +1,7 @@
 """Does a DifferenceClassifier beat a tuned cosine threshold on real near-duplicates?
 
-``python -m benchmarks.difference_quality [--multi 900 --single 2000 --splits 5 --heads ...]``
+``python -m benchmarks.difference_quality [--encoder sentence|static] [--multi 900 --single 2000
+--splits 5 --heads ...]``
 
 Pairs come from the Debian descriptions: positives are two packages built from the same
 ``source``; negatives are hard ones (a text's nearest neighbours with another source) and
@@ -12,6 +13,11 @@ averaged over ``--splits`` random source splits (one split's test F1 moves by ab
 Embedding all 63k rows takes hours on a small CPU, so a random subset of sources is used:
 ``--multi`` sources that build 2 to 8 packages plus ``--single`` one-package sources.
 Vectors are cached in ``out/cache/debian-minilm`` (shared with the other benchmarks).
+
+``--encoder static`` trains and scores every set-up (and the cosine baseline) on
+``StaticEncoder`` vectors (cached in ``out/cache/debian-static``). The labelled pairs stay the
+same as with the default MiniLM (hard negatives are MiniLM's nearest neighbours), so the two
+encoders are compared on one test set.
 """
 
 from __future__ import annotations
@@ -25,7 +31,11 @@ import pandas as pd
 
 from benchmarks.data import ROOT, load_debian
 
-CACHE = ROOT / "out" / "cache" / "debian-minilm"
+CACHES = {
+    "sentence": ROOT / "out" / "cache" / "debian-minilm",
+    "static": ROOT / "out" / "cache" / "debian-static",
+}
+CACHE = CACHES["sentence"]
 
 
 def sample_sources(frame: pd.DataFrame, multi: int, single: int, seed: int) -> pd.DataFrame:
@@ -39,16 +49,17 @@ def sample_sources(frame: pd.DataFrame, multi: int, single: int, seed: int) -> p
     return frame[frame["source"].isin(chosen)].reset_index(drop=True)
 
 
-def encoder():
-    """The cached MiniLM encoder every Debian benchmark shares."""
-    from embetter_core import SentenceEncoder, cached
+def encoder(name: str = "sentence"):
+    """The cached MiniLM (``"sentence"``) or static encoder every Debian benchmark shares."""
+    from embetter_core import SentenceEncoder, StaticEncoder, cached
 
-    return cached(CACHE, SentenceEncoder(batch_size=64))
+    inner = SentenceEncoder(batch_size=64) if name == "sentence" else StaticEncoder()
+    return cached(CACHES[name], inner)
 
 
-def embed(texts: list[str], chunk: int = 256) -> np.ndarray:
+def embed(texts: list[str], chunk: int = 256, name: str = "sentence") -> np.ndarray:
     """Vectors for ``texts``, written to the cache chunk by chunk (an interrupted run resumes)."""
-    enc = encoder()
+    enc = encoder(name)
     parts = []
     start = time.perf_counter()
     for i in range(0, len(texts), chunk):
@@ -160,6 +171,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="set-ups to run (hgb: slow on a small CPU)",
     )
     parser.add_argument("--embed-only", action="store_true", help="fill the cache and stop")
+    parser.add_argument(
+        "--encoder",
+        choices=("sentence", "static"),
+        default="sentence",
+        help="encoder the models and the cosine baseline use (pairs are mined with MiniLM)",
+    )
     return parser.parse_args(argv)
 
 
@@ -170,11 +187,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rows = sample_sources(load_debian(), args.multi, args.single, args.seed)
     print(f"{len(rows)} rows from {rows['source'].nunique()} sources")
-    vectors = embed(rows["text"].tolist())
+    vectors = embed(rows["text"].tolist())  # MiniLM's: they pick the hard negatives
+    if args.encoder != "sentence":
+        embed(rows["text"].tolist(), chunk=len(rows), name=args.encoder)
     if args.embed_only:
         return
 
-    enc = encoder()
+    enc = encoder(args.encoder)
+    print(f"encoder: {args.encoder}")
     setups = heads()
     results: dict[str, list[dict]] = {"cosine threshold": []}
     for split in range(args.splits):

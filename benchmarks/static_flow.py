@@ -1,6 +1,6 @@
 """The whole embed-corpus flow on all 63,482 Debian rows with ``--encoder static``, cold and warm.
 
-    python -m benchmarks.static_flow [--rows 0] [--threshold 0.925] [--dedupe-method auto]
+    python -m benchmarks.static_flow [--rows 0] [--threshold T] [--dedupe-method auto]
 
 Issue 11's target: the real command line,
 ``python -m flows.embed_corpus DEBIAN --id-column id --encoder static ...``, run as a
@@ -13,7 +13,8 @@ a model to distil.
 Per run it prints the wall time from the command's start to its exit, and out of it the
 Prefect temporary server's start (from Prefect's ``Starting temporary server`` line to the
 flow run's first line, which follows the server's health check and the flow run's creation):
-the target is the rest, ``wall - server start``, at most 90 s cold and 15 s warm. Stages come
+the target is the time from the start to the report (the flow's ``done`` line) less the
+server start, at most 90 s cold and 15 s warm; the time to the exit is printed too. Stages come
 from the arrival times of the flow's log lines (each task run's ``Finished`` line): startup
 (imports, parameter checks, model load) before the server, ingest, embed and persist (summed
 over chunks), commit, dedupe, report, and the shutdown after the flow. Peak RSS: of the flow
@@ -23,9 +24,9 @@ server and the watchdog: the largest sum of their RSS over the same polls, so a 
 than a poll can be missed), and ``wait4``'s ``ru_maxrss`` (the largest single process among
 the flow and the children it waited for: exact, but not a sum).
 
-``--threshold`` defaults to 0.925, the static encoder's recommended threshold, given
-explicitly so the figures do not depend on the flow's default. The machine's load average is
-printed before and after each run: on a shared machine, read the times with it.
+Without ``--threshold`` the flow runs at the static encoder's recommended threshold (its
+default, ``StaticEncoder.recommended_threshold``), as a user's run does. The machine's load
+average is printed before and after each run: on a shared machine, read the times with it.
 """
 
 from __future__ import annotations
@@ -209,14 +210,16 @@ def show(label: str, run: Run, target: float) -> float:
     for name, secs in parts:
         print(f"  {name:38s}: " + ("     n/a" if secs is None else f"{secs:8.2f} s"))
     print(f"  {'wall, start to exit':38s}: {run.wall:8.2f} s")
-    if report is not None:
-        print(f"  {'start to report, without server start':38s}: {report - server:8.2f} s")
-    without = run.wall - server
+    to_exit = run.wall - server
+    # the target counts from the start to the report (the flow's "done" line), as the issue
+    # words it; the shutdown after it is printed apart
+    without = to_exit if report is None else report - server
     print(
-        f"  {'start to exit, without server start':38s}: {without:8.2f} s  "
+        f"  {'start to report, without server start':38s}: {without:8.2f} s  "
         f"(target <= {target:g} s: {without / target:.2f} of it, "
         f"{'PASS' if without <= target else 'FAIL'})"
     )
+    print(f"  {'start to exit, without server start':38s}: {to_exit:8.2f} s")
     print(
         f"  rows {result.get('rows')}, cache {result.get('cache_hits')} hits / "
         f"{result.get('cache_misses')} misses, {result.get('pairs')} pairs in "
@@ -237,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default=str(DEBIAN), help="default: the Debian corpus")
     parser.add_argument("--rows", type=int, default=0, help="only the first N rows (0: all)")
-    parser.add_argument("--threshold", type=float, default=0.925)
+    parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--dedupe-method", default="auto", choices=["auto", "exact", "ann"])
     parser.add_argument("--chunk-size", type=int, default=None, help="default: the flow's")
     parser.add_argument("--cold-target", type=float, default=90.0)
@@ -286,8 +289,6 @@ def main(argv: list[str] | None = None) -> None:
             "id",
             "--encoder",
             "static",
-            "--threshold",
-            str(args.threshold),
             "--dedupe-method",
             args.dedupe_method,
             "--output",
@@ -298,6 +299,8 @@ def main(argv: list[str] | None = None) -> None:
             str(work / "report"),
             "--no-progress",
         ]
+        if args.threshold is not None:
+            cmd += ["--threshold", str(args.threshold)]
         if args.chunk_size:
             cmd += ["--chunk-size", str(args.chunk_size)]
         if (work / "cache").exists() and any((work / "cache").iterdir()):

@@ -857,20 +857,33 @@ def _load_normalised(
             if wide:  # scale first: squares of huge float64 values overflow
                 peak = np.abs(block).max(axis=1)
                 block = block / np.where(peak > 0, peak, 1.0)[:, None]
-            norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
-            is_zero = norms == 0
+            norms, is_zero = _row_norms(block)
             if is_zero.any():
                 zero.append(np.flatnonzero(is_zero & finite) + first)
-                norms[is_zero] = 1.0
             if wide:
                 unit = (block / norms[:, None]).astype(np.float32)
             else:
-                unit = block * (1.0 / norms).astype(np.float32)[:, None]
+                unit = block * _unit_scale(norms)[:, None]
             if in_order:
                 X[first : first + len(block)] = unit
             else:
                 X[rank[first : first + len(block)]] = unit
     return X, np.concatenate(bad), np.concatenate(zero)
+
+
+def _row_norms(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's norm (float64; 1 for an all-zero row, which stays zero) and which rows are
+    all zero."""
+    norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+    is_zero = norms == 0
+    norms[is_zero] = 1.0
+    return norms, is_zero
+
+
+def _unit_scale(norms: np.ndarray) -> np.ndarray:
+    """The float32 factors that make float32 rows unit-norm: ``block * scale[:, None]`` (an
+    incremental run keeps them, so that it remakes the same unit rows)."""
+    return (1.0 / norms).astype(np.float32)
 
 
 def _identical_rows(matrix: Any, cand: Candidates, ids: list[Any]) -> list[list[Any]]:

@@ -148,6 +148,7 @@ def find_duplicates_two_stage(
         texts=texts,
         keep=keep,
         keep_values=keep_values,
+        floor=candidate_threshold,  # only the rows at it are used: search no lower
     )
     rows = candidate_rows(first)
     vectors = precise.transform([texts[i] for i in rows]) if len(rows) else np.zeros((0, 1))

@@ -87,16 +87,24 @@ def embed_corpus(params: EmbedParams) -> EmbedResult:
     writer, counts = embed_and_persist(corpus, spec, fingerprint, cache, params)
     store_path: Path = commit_store(writer)
     reference_store = embed_reference(reference_corpus, spec, fingerprint, cache, params)
-    dedupe = find_duplicates_in_store
-    if params.incremental:  # only new and edited rows are searched; the same result
-        dedupe = find_duplicates_incremental_in_store
     rescore_spec = params.rescore_spec()
     first_threshold = (
         threshold if rescore_spec is None else spec.encoder_class().candidate_threshold
     )
-    report: DuplicateReport = dedupe(
-        str(store_path), first_threshold, params.dedupe_method, params.keep, quote(keep_values)
-    )
+    report: DuplicateReport
+    if params.incremental:  # only new and edited rows are searched; the same result
+        report = find_duplicates_incremental_in_store(
+            str(store_path), threshold, params.dedupe_method, params.keep, quote(keep_values)
+        )
+    else:  # nothing re-thresholds this report: search no lower than it decides
+        report = find_duplicates_in_store(
+            str(store_path),
+            first_threshold,
+            params.dedupe_method,
+            params.keep,
+            quote(keep_values),
+            floor=first_threshold,
+        )
     decider, decider_cache, two_stage = spec, cache, None
     if rescore_spec is not None:  # the rows in a first-stage pair, decided by a better encoder
         decider, decider_cache = rescore_spec, cache_folder(params.cache_dir, rescore_spec)

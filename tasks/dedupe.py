@@ -21,9 +21,12 @@ def find_duplicates_in_store(
     method: str = "auto",
     keep: str = "first",
     keep_values: Sequence[Any] | None = None,
+    floor: float | None = None,
 ) -> DuplicateReport:
     """Near-duplicate pairs and clusters of the vectors in ``store_path``; ``keep`` decides
-    which rows stay (``keep_values``: the rule's values, one per store row)."""
+    which rows stay (``keep_values``: the rule's values, one per store row). ``floor``: as
+    :func:`~embetter_core.dedupe.find_duplicates`'s; a run that never re-thresholds passes
+    its threshold, so no candidates below it are searched for and held."""
     with EmbeddingStore.open(store_path) as st:
         return find_duplicates(
             st.dataset,
@@ -32,6 +35,7 @@ def find_duplicates_in_store(
             method=method,
             keep=keep,
             keep_values=keep_values,
+            floor=floor,
         )
 
 
