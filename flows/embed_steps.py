@@ -311,7 +311,7 @@ def encode_in_chunks(
 
     for number, rows in enumerate(chunks, start=1):
         items = as_items([corpus.items[i] for i in rows])
-        pending.append((number, rows, task.submit(quote(items), number, spec, cache)))
+        pending.append((number, rows, task.submit(items, number, spec, cache)))
         if len(pending) >= max_in_flight:
             yield finish()
     while pending:

@@ -122,14 +122,14 @@ def test_deploy_all_then_run_once_through_a_process_worker(prefect_harness, tmp_
     assert train.parameter_openapi_schema["required"] == ["pairs"]
     # ... and from EmbedParams, the one declaration, with the descriptions the UI shows
     from flows.embed_corpus import EmbedParams
-    from flows.offline import EXTRA_LOGGERS, OFFLINE_DEFAULTS, RUN_LOG_DEFAULTS, RUN_LOGGERS
+    from flows.offline import use_offline_defaults
 
     assert list(schema) == list(EmbedParams.model_fields)
     assert schema["chunk_size"]["description"] == EmbedParams.model_fields["chunk_size"].description
     # each run gets the offline defaults the command lines set
-    run_logs = {**RUN_LOG_DEFAULTS, EXTRA_LOGGERS: ",".join(RUN_LOGGERS)}
-    env = {**OFFLINE_DEFAULTS, **run_logs}
-    assert nightly.job_variables == train.job_variables == {"env": env}
+    run_env: dict[str, str] = {}
+    use_offline_defaults(run_env)  # what the command lines set in an empty environment
+    assert nightly.job_variables == train.job_variables == {"env": run_env}
     # the pull step goes back to the folder `prefect deploy` ran in (the project root)
     assert nightly.pull_steps == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}

@@ -82,8 +82,11 @@ def test_the_cli_wrapper_runs_a_command_with_the_defaults():
 
 def test_deployments_get_the_same_variables():
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    everything = {}
+    use_offline_defaults(everything)  # what the command lines set in an empty environment
+    assert set(OFFLINE_DEFAULTS) < set(everything)
     for deployment in spec["deployments"]:
-        assert deployment["work_pool"]["job_variables"]["env"] == OFFLINE_DEFAULTS
+        assert deployment["work_pool"]["job_variables"]["env"] == everything
 
 
 def test_use_offline_defaults_on_a_mapping():
