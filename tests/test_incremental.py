@@ -299,3 +299,152 @@ def test_state_with_repeated_ids_falls_back_with_a_warning(tmp_path, caplog) -> 
     (record,) = caplog.records
     assert "ids repeat" in record.getMessage() and str(path) in record.getMessage()
     same_as_full(report, find_duplicates(X, ids, threshold=0.9))
+
+
+# ----------------------------------------------------------------------------------------
+# What the incremental run reuses: saved unit-norm scales, reused candidates merged in order,
+# only the fresh rows' comparisons searched
+# ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+def test_saved_scales_remake_the_full_runs_rows_after_edits(tmp_path, dtype) -> None:
+    """Unchanged rows are not normalised again: input row times saved scale. Rows rescaled
+    (same direction, other norm), zeroed and un-zeroed between runs are fresh, and every
+    score is still the full run's, bit for bit."""
+    rng = np.random.default_rng(9)
+    X = planted(900, seed=9) * rng.uniform(0.5, 40.0, (900, 1))  # norms far from 1
+    X[[3, 4]] = 0  # zero vectors; 4 gets a value next night
+    X = (X * 50).astype(dtype) if dtype == np.int16 else X.astype(dtype)
+    ids = [f"row-{i:04d}" for i in range(len(X))]
+    state = tmp_path / "v.dedupe-state.npz"
+    kw = {"threshold": 0.9, "method": "exact"}
+    find_duplicates_incremental(X, state, ids, **kw)
+    saved = DedupeState.load(state)
+    assert saved.input_dtype == ("float64" if dtype == np.float64 else "float32")
+    assert (saved.scale[[3, 4]] == 0).all() and (saved.scale[5:] > 0).all()
+    X = X.copy()
+    X[10] = X[10] * 3  # same unit vector, other input: fresh, rescaled
+    X[11] = 0  # zeroed
+    X[4] = X[12]  # un-zeroed: now an exact copy of row 12
+    X = np.delete(X, [20, 21], axis=0)
+    ids = ids[:20] + ids[22:]
+    inc = find_duplicates_incremental(X, state, ids, **kw)
+    info = inc.params["incremental"]
+    assert info["mode"] == "incremental" and info["fresh"] == 3 and info["deleted"] == 2
+    same_as_full(inc, find_duplicates(X, ids, **kw))
+    assert set(inc.zero_vector_ids) == {"row-0003", "row-0011"}
+    assert ("row-0004", "row-0012", 1.0) in inc.pairs
+
+
+def test_state_of_another_input_dtype_is_not_used(tmp_path, caplog) -> None:
+    X = planted(300, seed=10)
+    ids = [f"row-{i:04d}" for i in range(len(X))]
+    state = tmp_path / "v.dedupe-state.npz"
+    find_duplicates_incremental(X, state, ids, threshold=0.9)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        report = find_duplicates_incremental(X.astype(np.float64), state, ids, threshold=0.9)
+    (record,) = caplog.records
+    assert "input dtype 'float32', this run uses 'float64'" in record.getMessage()
+    assert report.params["incremental"]["mode"] == "full"
+
+
+@pytest.mark.parametrize("method", ["exact", "ann"])
+def test_reused_and_new_candidates_merge_in_order_with_tied_scores(tmp_path, method) -> None:
+    """Copies of rows tie at exactly the same scores; new copies interleave with reused pairs
+    of equal score, and ids sort new rows in between old ones."""
+    rng = np.random.default_rng(11)
+    base = planted(1200, seed=11)
+    X = np.vstack([base, base[:150], base[:40]]).astype(np.float32)  # 1, 2 copies: ties
+    ids = [f"r{i * 2:05d}" for i in range(len(X))]  # even ids: new odd ids sort between
+    state = tmp_path / "v.dedupe-state.npz"
+    kw = {"threshold": 0.85, "method": method, "max_fresh": 0.5}
+    if method == "ann":
+        kw |= {"nlist": 30, "nprobe": 3, "retrain_share": 0.5}
+    find_duplicates_incremental(X, state, ids, **kw)
+    new = np.vstack([base[100:160], X[rng.choice(len(X), 40)]])  # more copies: more ties
+    X2 = np.vstack([X, new])
+    ids2 = ids + [f"r{rng.choice(len(ids)) * 2 + 1:05d}-{k}" for k in range(len(new))]
+    order = rng.permutation(len(X2))
+    X2, ids2 = X2[order], [ids2[i] for i in order]
+    inc = find_duplicates_incremental(X2, state, ids2, **kw)
+    assert inc.params["incremental"]["mode"] == "incremental"
+    cand = inc.candidates
+    s = cand.scores
+    assert (s[:-1] >= s[1:]).all()
+    rank = cand.rank
+    tie = s[:-1] == s[1:]
+    is_new = np.array(["-" in i for i in ids2])
+    new_pair = is_new[cand.a] | is_new[cand.b]
+    assert (tie & (new_pair[:-1] != new_pair[1:])).sum() > 20  # new pairs tie reused ones
+    pairs = np.stack([rank[cand.a], rank[cand.b]], axis=1)
+    later = (pairs[1:, 0] > pairs[:-1, 0]) | (
+        (pairs[1:, 0] == pairs[:-1, 0]) & (pairs[1:, 1] > pairs[:-1, 1])
+    )
+    assert later[tie].all()  # ties in id order of (a, b)
+    if method == "exact":
+        same_as_full(inc, find_duplicates(X2, ids2, threshold=0.85, method="exact"))
+
+
+def test_fresh_search_makes_the_comparisons_of_a_full_search_over_the_cells() -> None:
+    """_search_fresh (one product per cell) against dedupe._search_cells(fresh=...) (tiles),
+    cells without members and cells whose members are all fresh included."""
+    from embetter_core.incremental import _search_fresh, _UnitRows
+
+    rng = np.random.default_rng(12)
+    n, nlist = 600, 24
+    X = planted(n, d=16, seed=12) * rng.uniform(0.2, 5.0, (n, 1)).astype(np.float32)
+    X = X.astype(np.float32)
+    rank, order = dedupe._canonical_order([f"id-{i}" for i in rng.permutation(n)])
+    Xc, _, _ = dedupe._load_normalised(X, n, rank)
+    screen = np.float32(0.7)
+    primary, vr, vc = dedupe._assign_cells(
+        Xc, dedupe._train_cells(Xc, nlist=nlist, seed=0), screen, nprobe=3
+    )
+    primary[primary == 5] = 6  # cell 5: visitors only
+    cells = dedupe.AnnCells(np.zeros((nlist, 16), np.float32), primary, vr, vc, 3, 32)
+    fresh = rng.random(n) < 0.1
+    fresh[primary == 7] = True  # cell 7: every member fresh
+    scale = np.empty(n, np.float32)
+    for start in range(0, n, 100):
+        norms, _ = dedupe._row_norms(X[start : start + 100])
+        scale[start : start + 100] = dedupe._unit_scale(norms)
+    rows = _UnitRows(X, scale, order)
+    np.testing.assert_array_equal(rows[np.arange(n)], Xc)  # bit for bit the full run's rows
+    lo, hi, near = _search_fresh(rows, cells, fresh, screen, n_jobs=1, limit=10**6)
+    want = dedupe._search_cells(Xc, cells, screen, block=64, n_jobs=1, limit=10**6, fresh=fresh)
+    np.testing.assert_array_equal(lo, want.lo)
+    np.testing.assert_array_equal(hi, want.hi)
+    np.testing.assert_allclose(near, want.nearest, atol=1e-6)
+    assert len(lo) > 50 and np.isfinite(near).sum() > n // 2
+
+
+def test_removal_order_and_exact_groups_helpers_match_their_simple_forms() -> None:
+    """dedupe helpers made faster for the incremental run's report (they serve full runs
+    too): the removal order against np.lexsort, the exact groups against pandas.factorize,
+    ties and missing keys included."""
+    import pandas as pd
+
+    rng = np.random.default_rng(13)
+    for trial in range(60):
+        n, m = int(rng.integers(2, 100)), int(rng.integers(0, 400))
+        later, earlier = rng.integers(0, n, m), rng.integers(0, n, m)
+        values = np.array([1.0, 0.97, 0.9], np.float32) if trial % 2 else None
+        s = rng.choice(values, m) if values is not None else rng.uniform(0.8, 1, m)
+        s = np.sort(s.astype(np.float32))[::-1].copy()
+        if trial % 5 == 0:
+            s = rng.permutation(s)  # not in candidate order: np.lexsort itself
+        got = dedupe._lexsort_by_later(later, earlier, s)
+        want = np.lexsort((earlier, -s, later))
+        key = np.stack([later, -s, earlier], axis=1)
+        np.testing.assert_array_equal(key[got], key[want])
+    ids = [f"id{i}" for i in range(50)]
+    rank = np.argsort(rng.permutation(50))
+    words = ["a", "b", "c", None, "a", "d", "b"]
+    for keys in ([words[i % 7] for i in range(50)], [i % 6 for i in range(50)]):
+        codes = pd.factorize(pd.Series(keys, dtype=object))[0]
+        groups = dedupe._groups_by_key(keys, ids, rank)
+        assert sorted(map(sorted, groups)) == sorted(
+            sorted(ids[i] for i in np.flatnonzero(codes == c))
+            for c in set(codes.tolist()) - {-1}
+            if (codes == c).sum() > 1
+        )
+        assert [len(g) for g in groups] == sorted((len(g) for g in groups), reverse=True)
