@@ -91,8 +91,15 @@ def attach_run_loggers() -> None:
         return  # not configured yet: Prefect reads the variable when it is
     import logging
 
+    # only Prefect's own handlers (the API handler): another library or a test harness may
+    # have added its own to prefect.extra, which would then see each record twice
+    ours = [
+        h
+        for h in logging.getLogger("prefect.extra").handlers
+        if type(h).__module__.startswith("prefect.")
+    ]
     for name in RUN_LOGGERS:
-        for handler in logging.getLogger("prefect.extra").handlers:
+        for handler in ours:
             logging.getLogger(name).addHandler(handler)  # a handler it has already: no-op
 
 

@@ -128,3 +128,21 @@ def test_a_cache_warning_reaches_the_runs_logs(prefect_harness, sentence_encoder
     assert len(warnings) == 1, [(log.name, log.message) for log in logs]
     assert "failed their checksum" in warnings[0].message
     assert warnings[0].flow_run_id is not None and warnings[0].task_run_id is not None
+
+
+def test_only_prefects_own_handlers_are_attached(monkeypatch):
+    import logging
+
+    import prefect.logging.configuration as configuration
+    from prefect.logging.handlers import APILogHandler
+
+    from flows.offline import RUN_LOGGERS, attach_run_loggers
+
+    extra, ours = logging.getLogger("prefect.extra"), logging.getLogger(RUN_LOGGERS[0])
+    api, foreign = APILogHandler(), logging.StreamHandler()  # e.g. a test harness's capture
+    monkeypatch.setattr(configuration, "PROCESS_LOGGING_CONFIG", {"configured": True})
+    monkeypatch.setattr(extra, "handlers", [api, foreign])
+    monkeypatch.setattr(ours, "handlers", [])
+    attach_run_loggers()
+    attach_run_loggers()  # twice: nothing more
+    assert ours.handlers == [api]
