@@ -6,6 +6,8 @@ import contextlib
 import functools
 import itertools
 import logging
+import threading
+import weakref
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -263,7 +265,12 @@ def token_lengths(model: Any, texts: list[str]) -> np.ndarray:
         return np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
     limit = getattr(model, "max_seq_length", None)
     lengths = np.empty(len(texts), dtype=np.int64)
+    counter = _counting_tokenizer(tokenizer, limit)
     for at in range(0, len(texts), 10_000):  # keep only the counts, not every token id
+        if counter is not None:
+            encodings = counter.encode_batch(texts[at : at + 10_000])
+            lengths[at : at + len(encodings)] = [len(e.ids) for e in encodings]
+            continue
         ids = tokenizer(
             texts[at : at + 10_000],
             truncation=limit is not None,
@@ -273,6 +280,36 @@ def token_lengths(model: Any, texts: list[str]) -> np.ndarray:
         )["input_ids"]
         lengths[at : at + len(ids)] = [len(row) for row in ids]
     return lengths
+
+
+_COUNTERS: weakref.WeakKeyDictionary[Any, tuple[int | None, Any]] = weakref.WeakKeyDictionary()
+_COUNTERS_LOCK = threading.Lock()
+
+
+def _counting_tokenizer(tokenizer: Any, limit: int | None) -> Any:
+    """A private copy of ``tokenizer``'s fast backend that truncates at ``limit`` and never
+    pads, or None for a tokenizer without one.
+
+    transformers reconfigures the shared backend on every call (padding on for
+    sentence-transformers' ``encode``, off for counting), so counting with it on one thread
+    while another thread encodes can hand that thread unpadded, ragged batches.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not getattr(tokenizer, "is_fast", False):
+        return None
+    with _COUNTERS_LOCK:
+        cached = _COUNTERS.get(tokenizer)
+        if cached is None or cached[0] != limit:
+            from tokenizers import Tokenizer
+
+            counter = Tokenizer.from_str(backend.to_str())
+            counter.no_padding()
+            if limit is not None:
+                counter.enable_truncation(limit)
+            else:
+                counter.no_truncation()
+            cached = _COUNTERS[tokenizer] = (limit, counter)
+    return cached[1]
 
 
 @dataclass

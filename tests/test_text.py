@@ -68,6 +68,26 @@ def test_token_sorted_batches_give_plain_encode_vectors_in_input_order(capsys):
     assert token_lengths(enc.model_, ["word " * 1000])[0] == enc.model_.max_seq_length
 
 
+def test_counting_tokens_leaves_the_shared_tokenizer_alone(sentence_encoder):
+    # transformers reconfigures the model's tokenizer per call: counting with it (padding
+    # off) while another thread's encode had just turned padding on gave that thread
+    # ragged, unpadded batches ("expected sequence of length 245 ... (got 180)")
+    from embetter_core.text import token_lengths
+
+    model = sentence_encoder.model_
+    backend = model.tokenizer.backend_tokenizer
+    backend.enable_padding(pad_id=0, pad_token="[PAD]")
+    try:
+        lengths = token_lengths(model, ["a short text", "a somewhat longer text than that"])
+        assert backend.padding is not None  # another thread's setting survives
+    finally:
+        backend.no_padding()
+    assert lengths.tolist() == [
+        len(model.tokenizer(t)["input_ids"])
+        for t in ["a short text", "a somewhat longer text than that"]
+    ]
+
+
 @pytest.mark.parametrize("kind", [list, tuple, pd.Series, np.array])
 def test_accepts_sequences(sentence_encoder, kind):
     out = sentence_encoder.transform(kind(["one", "two"]))
