@@ -643,19 +643,11 @@ def find_duplicates(
     matrix, n = _input_shape(embeddings)
     ids_list = _check_ids(ids, n)
     text_list = _check_texts(texts, ids_list)
-    rule = KeepRule.parse(keep)
-    if keep_values is None and rule.kind in ("longest", "shortest"):
-        keep_values = text_list
-    rule, keep_rank = _keep_order(rule, keep_values, ids_list)  # bad rules fail before work
+    rule, keep_values, keep_rank = _keep_setup(keep, keep_values, text_list, ids_list)
     rank, order = _canonical_order(ids_list)
 
     X, bad_rows, zero_rows = _load_normalised(matrix, n, rank)
-    if len(bad_rows):
-        shown = ", ".join(f"{ids_list[r]!r} (row {r})" for r in bad_rows[:10])
-        more = f" and {len(bad_rows) - 10} more" if len(bad_rows) > 10 else ""
-        raise DuplicateSearchError(
-            f"{len(bad_rows)} embedding rows contain NaN or inf: {shown}{more}"
-        )
+    _refuse_bad_rows(bad_rows, ids_list)
 
     chosen = method
     if method == "auto":
@@ -834,6 +826,30 @@ def _canonical_order(ids: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     return rank, order
+
+
+def _keep_setup(
+    keep: str | KeepRule | None,
+    keep_values: Sequence[Any] | Mapping[Hashable, Any] | None,
+    texts: list[str] | None,
+    ids: list[Any],
+) -> tuple[KeepRule, Sequence[Any] | Mapping[Hashable, Any] | None, np.ndarray]:
+    """The keep rule, its values (``longest`` / ``shortest`` default to ``texts``) and each
+    row's place in keep order; a bad rule or value fails here, before any work."""
+    rule = KeepRule.parse(keep)
+    if keep_values is None and rule.kind in ("longest", "shortest"):
+        keep_values = texts
+    rule, keep_rank = _keep_order(rule, keep_values, ids)
+    return rule, keep_values, keep_rank
+
+
+def _refuse_bad_rows(bad: np.ndarray, ids: list[Any], what: str = "embedding rows") -> None:
+    """Raise naming up to ten of the rows ``bad`` (positions in ``ids``) that hold NaN or
+    inf."""
+    if len(bad):
+        shown = ", ".join(f"{ids[r]!r} (row {r})" for r in bad[:10])
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise DuplicateSearchError(f"{len(bad)} {what} contain NaN or inf: {shown}{more}")
 
 
 def _load_normalised(

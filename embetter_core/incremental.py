@@ -87,8 +87,9 @@ from embetter_core.dedupe import (
     _groups_by_key,
     _identical_rows,
     _input_shape,
-    _keep_order,
+    _keep_setup,
     _load_normalised,
+    _refuse_bad_rows,
     _rescore,
     _row_norms,
     _run,
@@ -434,10 +435,7 @@ def find_duplicates_incremental(
     matrix, n = _input_shape(embeddings)
     ids_list = _check_ids(ids, n)
     text_list = _check_texts(texts, ids_list)
-    rule = KeepRule.parse(keep)
-    if keep_values is None and rule.kind in ("longest", "shortest"):
-        keep_values = text_list
-    _keep_order(rule, keep_values, ids_list)  # a bad rule fails before any work
+    rule, keep_values, _ = _keep_setup(keep, keep_values, text_list, ids_list)
     for name, share in (("max_fresh", max_fresh), ("retrain_share", retrain_share)):
         if not 0.0 <= share <= 1.0:
             raise DuplicateSearchError(f"{name} must be in [0, 1], got {share}")
@@ -789,16 +787,6 @@ def _state_rows(state_ids: np.ndarray, ids: list[Any], path: Path) -> np.ndarray
         raise DedupeStateError(f"dedupe state {path} is not valid: ids repeat")
     found = map(where.get, ids, itertools.repeat(-1))
     return np.fromiter(found, dtype=np.int64, count=len(ids))
-
-
-def _refuse_bad_rows(bad_rows: np.ndarray, ids: list[Any]) -> None:
-    """Raise, as a full run does, when rows hold NaN or inf (input rows, ascending)."""
-    if len(bad_rows):
-        shown = ", ".join(f"{ids[r]!r} (row {r})" for r in bad_rows[:10])
-        more = f" and {len(bad_rows) - 10} more" if len(bad_rows) > 10 else ""
-        raise DuplicateSearchError(
-            f"{len(bad_rows)} embedding rows contain NaN or inf: {shown}{more}"
-        )
 
 
 def _merged(

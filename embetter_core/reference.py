@@ -62,6 +62,7 @@ from embetter_core.dedupe import (
     _cross_tiles,
     _input_shape,
     _load_normalised,
+    _refuse_bad_rows,
     _run,
     _train_cells,
     check_parallel,
@@ -393,13 +394,6 @@ def _open_reference(
             store.close()
         raise
     return source, store.dataset, ids, store.close if owned else lambda: None
-
-
-def _refuse_bad_rows(bad: np.ndarray, ids: list[Any], what: str) -> None:
-    if len(bad):
-        shown = ", ".join(f"{ids[r]!r} (row {r})" for r in bad[:10])
-        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
-        raise DuplicateSearchError(f"{len(bad)} {what} contain NaN or inf: {shown}{more}")
 
 
 # ----------------------------------------------------------------------------------------
