@@ -15,7 +15,7 @@ import errno
 import io
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,17 +104,8 @@ def load_image(path: str | os.PathLike[str], convert: str | None = "RGB") -> Ima
     (2050, 2050)
     """
     name = os.fspath(path)
-    try:
-        with Image.open(name) as image:
-            return _decoded(image, name, convert)
-    except FileNotFoundError:
-        raise FileNotFoundError(errno.ENOENT, "image file not found", name) from None
-    except UnreadableImageError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise _too_large(name, None, exc) from exc
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ...
-        raise UnreadableImageError(f"cannot read image file {name!r}: {exc}", name) from exc
+    with _read_errors(name), Image.open(name) as image:
+        return _decoded(image, name, convert)
 
 
 def check_image(path: str | os.PathLike[str]) -> None:
@@ -128,7 +119,7 @@ def check_image(path: str | os.PathLike[str]) -> None:
     >>> check_image(path)
     """
     name = os.fspath(path)
-    try:
+    with _read_errors(name):
         with Image.open(name) as image:
             _check_pixels(image, name)
             image.verify()
@@ -136,13 +127,22 @@ def check_image(path: str | os.PathLike[str]) -> None:
             if image.format == "JPEG":
                 image.draft(image.mode, (1, 1))  # the smallest DCT scale still reads all data
             image.load()
+
+
+@contextlib.contextmanager
+def _read_errors(name: str) -> Iterator[None]:
+    """Turn what reading the image file ``name`` raises into the errors the package names:
+    a missing file, one over the size limit, and anything else PIL raises (OSError,
+    SyntaxError, ValueError, ...) as :class:`UnreadableImageError`."""
+    try:
+        yield
     except FileNotFoundError:
         raise FileNotFoundError(errno.ENOENT, "image file not found", name) from None
     except UnreadableImageError:
         raise
     except Image.DecompressionBombError as exc:
         raise _too_large(name, None, exc) from exc
-    except Exception as exc:
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ...
         raise UnreadableImageError(f"cannot read image file {name!r}: {exc}", name) from exc
 
 
