@@ -115,9 +115,9 @@ class EmbedParams(BaseModel):
     )
     spreadsheet_safe: bool = Field(
         False,
-        description="in pairs.csv and removed.csv, prefix an id or text starting with =, +, "
-        "-, @, tab or carriage return with ' so a spreadsheet shows it as text instead of "
-        "running it as a formula; without it values are written as they are",
+        description="in pairs.csv, removed.csv and reference_pairs.csv, prefix an id or text "
+        "starting with =, +, -, @, tab or carriage return with ' so a spreadsheet shows it as "
+        "text instead of running it as a formula; without it values are written as they are",
     )
     difference_model: str | None = Field(
         None,

@@ -344,10 +344,9 @@ def rescore_candidates(
     if len(rows):
         # length-sorted chunks of the candidate rows, as for the whole corpus
         candidates = Corpus([corpus.ids[i] for i in rows], [corpus.items[i] for i in rows])
-        size = min(
-            params.chunk_size or spec.encoder_class().chunk_size, spec.encoder_class().chunk_size
-        )
-        chunks = [rows[c] for c in candidates.encode_chunks(size)]  # at most the decider's size
+        largest = spec.encoder_class().chunk_size  # the decider's, not the first stage's
+        size = min(params.chunk_size or largest, largest)
+        chunks = [rows[c] for c in candidates.encode_chunks(size)]
         task = embed_chunk.with_options(name="rescore-chunk", task_run_name="rescore-chunk-{chunk}")
         for number, at, part, stats in encode_in_chunks(
             corpus, chunks, spec, cache, params.max_in_flight, task
