@@ -24,7 +24,7 @@ import numpy as np
 from benchmarks.data import load_debian
 from embetter_core import SentenceEncoder
 from embetter_core.corpus import Corpus
-from embetter_core.text import token_lengths
+from embetter_core.encoders.text import token_lengths
 
 
 def padded_tokens(calls: Sequence[Sequence[int]], key: np.ndarray, tokens: np.ndarray) -> int:

@@ -13,8 +13,8 @@ removed (removal recall). A side-by-side summary gives each encoder's best remov
 gap between them. ``--components`` adds the old connected-component rule ("before", issue 13)
 next to the no-chain one; ``--ann`` ann's pair recall against exact.
 
-``--rescore`` measures the two-stage mode (``embetter_core.rescore``: a static search picks the
-candidate rows, MiniLM decides among them) at several candidate thresholds: the rows in
+``--rescore`` measures the two-stage mode (``embetter_core.dedupe.rescore``: a static search
+picks the candidate rows, MiniLM decides among them) at several candidate thresholds: the rows in
 static pairs, how much of MiniLM's pairs at its best threshold they cover, and the two-stage
 removal F1 (MiniLM's cached vectors of those rows, the same as encoding them). Its speed is
 measured for real on a corpus of at most ``--real-speed-max`` rows (both encoders uncached:
@@ -247,7 +247,7 @@ def two_stage_quality(
 ) -> list[dict[str, Any]]:
     """Per candidate threshold: the candidate rows, their coverage of MiniLM's pairs at
     ``minilm_best``, and the two-stage removal scores at ``RESCORE_THRESHOLDS``."""
-    from embetter_core.rescore import candidate_rows, rescore_report
+    from embetter_core.dedupe import candidate_rows, rescore_report
 
     n = len(source)
     target = pair_keys(minilm_report, minilm_best)
@@ -311,7 +311,7 @@ def two_stage_speed(
     ``thresholds``: ``sentence``, ``static`` (static alone) and ``candidate`` (the first
     stage). ``real``: every step runs; else MiniLM's encoding is estimated from its texts/s
     on ``rate_rows`` random rows (searches use the cached ``minilm`` vectors)."""
-    from embetter_core.rescore import candidate_rows
+    from embetter_core.dedupe import candidate_rows
 
     sentence, static = make_encoder("sentence", cache=False), make_encoder("static", cache=False)
     _, load_s = timed(sentence.transform, ["warm up"])

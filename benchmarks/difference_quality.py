@@ -182,7 +182,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     from embetter_core import DifferenceClassifier
-    from embetter_core.evaluation import evaluate_against_cosine
+    from embetter_core.difference import evaluate_against_cosine
 
     args = parse_args(argv)
     rows = sample_sources(load_debian(), args.multi, args.single, args.seed)

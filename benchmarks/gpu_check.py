@@ -63,7 +63,7 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def text_encoder(model: str | None, device: str, batch_size: int, precision: str) -> Any:
     from embetter_core import SentenceEncoder
-    from embetter_core.text import DEFAULT_MODEL
+    from embetter_core.encoders import DEFAULT_MODEL
 
     return SentenceEncoder(
         model or DEFAULT_MODEL, device=device, batch_size=batch_size, precision=precision
@@ -154,8 +154,8 @@ def image_files(folder: str, n: int) -> list[str]:
 
 def check_images(args: argparse.Namespace, cuda: bool, device: str) -> dict[str, float]:
     from embetter_core import ClipEncoder
-    from embetter_core._device import host_threads
-    from embetter_core.vision import _image_workers
+    from embetter_core.encoders.device import host_threads
+    from embetter_core.encoders.vision import _image_workers
 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = clip_checkpoint(tmp, args.clip_model)

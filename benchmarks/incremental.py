@@ -35,9 +35,13 @@ import numpy as np
 
 from benchmarks.data import DEBIAN, load_debian
 from benchmarks.dedupe import machine, planted, say
-from embetter_core import dedupe
-from embetter_core.dedupe import DuplicateReport, find_duplicates
-from embetter_core.incremental import find_duplicates_incremental
+from embetter_core.dedupe import (
+    DuplicateReport,
+    checks,
+    decide,
+    find_duplicates,
+    find_duplicates_incremental,
+)
 
 
 def corpus(n_old: int, n_new: int) -> tuple[np.ndarray, list[str], list[str]]:
@@ -116,8 +120,8 @@ def floor_cost(ids: list[str], texts: list[str], report: Any) -> float:
     """Seconds of the work a run does besides searching and reading (normalising, hashing)
     the rows, which an incremental run cannot skip: it returns the same full report."""
     t0 = time.perf_counter()
-    rank, _ = dedupe._canonical_order(dedupe._check_ids(ids, len(ids)))
-    dedupe._groups_by_key(texts, ids, rank)
+    rank, _ = checks._canonical_order(checks._check_ids(ids, len(ids)))
+    decide._groups_by_key(texts, ids, rank)
     DuplicateReport.from_candidates(ids, report.candidates, report.threshold, keep=report.keep)
     return time.perf_counter() - t0
 

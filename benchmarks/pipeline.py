@@ -41,7 +41,7 @@ print(f"RESULT {r.rows} {r.cache_hits} {r.cache_misses} {secs:.1f} {peak:.0f}")
 def share_debian_cache(root: str) -> None:
     """Let the flow's cache folder under ``root`` be ``out/cache/debian-minilm``, which the
     quality benchmarks fill with the same model, so no row is embedded twice."""
-    from embetter_core.spec import EncoderSpec
+    from embetter_core.encoders import EncoderSpec
     from flows.embed_corpus import cache_folder
 
     shared = Path("out/cache/debian-minilm").resolve()

@@ -57,7 +57,7 @@ SUMMARY = re.compile(
 WARMUP = """
 import sys, time
 t0 = time.perf_counter()
-from embetter_core.static import StaticEncoder, folder_problem
+from embetter_core.encoders.static import StaticEncoder, folder_problem
 enc = StaticEncoder()
 folder = enc.distilled_folder()
 ready = folder_problem(folder, enc.distill_settings()) is None

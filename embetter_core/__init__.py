@@ -12,30 +12,38 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from embetter_core import moved
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "SentenceEncoder": "embetter_core.text",
-    "StaticEncoder": "embetter_core.static",
-    "ClipEncoder": "embetter_core.vision",
-    "ImageLoader": "embetter_core.vision",
-    "ColumnGrabber": "embetter_core.grab",
-    "EncoderSpec": "embetter_core.spec",
-    "cached": "embetter_core.cache",
-    "CachedEncoder": "embetter_core.cache",
-    "FingerprintMismatchError": "embetter_core.cache",
+    "SentenceEncoder": "embetter_core.encoders.text",
+    "StaticEncoder": "embetter_core.encoders.static",
+    "ClipEncoder": "embetter_core.encoders.vision",
+    "ImageLoader": "embetter_core.encoders.vision",
+    "ColumnGrabber": "embetter_core.encoders.grab",
+    "EncoderSpec": "embetter_core.encoders.spec",
+    "cached": "embetter_core.encoders.cache",
+    "CachedEncoder": "embetter_core.encoders.cache",
+    "FingerprintMismatchError": "embetter_core.errors",
     "EmbeddingStore": "embetter_core.store",
     "read_corpus": "embetter_core.corpus",
     "Corpus": "embetter_core.corpus",
     "find_duplicates": "embetter_core.dedupe",
     "DuplicateReport": "embetter_core.dedupe",
     "Candidates": "embetter_core.dedupe",
-    "find_duplicates_two_stage": "embetter_core.rescore",
-    "DifferenceClassifier": "embetter_core.model",
+    "find_reference_duplicates": "embetter_core.dedupe",
+    "find_duplicates_incremental": "embetter_core.dedupe",
+    "ReferenceMatches": "embetter_core.dedupe",
+    "KeepRule": "embetter_core.dedupe",
+    "find_duplicates_two_stage": "embetter_core.dedupe",
+    "DifferenceClassifier": "embetter_core.difference",
     "ModalEncoder": "embetter_core.offload",
 }
 
 __all__ = sorted(_EXPORTS)
+
+moved.install()  # the module paths from before the layout redesign keep working
 
 
 def __getattr__(name: str) -> Any:

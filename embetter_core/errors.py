@@ -83,8 +83,8 @@ class MissingColumnError(CorpusError):
 
 
 class ImageTooLargeError(UnreadableImageError):
-    """An image file has more pixels than ``embetter_core.vision.MAX_IMAGE_PIXELS``; ``path``
-    names it, ``size`` is its ``(width, height)`` when known. Refused before it is decoded,
+    """An image file has more pixels than ``embetter_core.encoders.vision.MAX_IMAGE_PIXELS``;
+    ``path`` names it, ``size`` is its ``(width, height)`` when known. Refused before it is decoded,
     so one huge file cannot exhaust memory."""
 
     def __init__(self, message: str, path: str, size: tuple[int, int] | None = None) -> None:

@@ -40,10 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from embetter_core.dedupe import DuplicateReport
+from embetter_core.dedupe.reference import ReferenceMatches
+from embetter_core.dedupe.results import DuplicateReport
 from embetter_core.files import spreadsheet_safe as safe_cell
 from embetter_core.files import write_atomic, write_csv_atomic
-from embetter_core.reference import ReferenceMatches
 
 Texts = Mapping[Any, str] | Sequence[str] | None
 
@@ -216,7 +216,7 @@ def incremental_text(report: DuplicateReport) -> str | None:
     its counts, or full and why; None for a report of a plain dedupe.
 
     >>> import numpy as np, tempfile, pathlib
-    >>> from embetter_core.incremental import find_duplicates_incremental
+    >>> from embetter_core.dedupe.incremental import find_duplicates_incremental
     >>> state = pathlib.Path(tempfile.mkdtemp()) / "v.dedupe-state.npz"
     >>> vecs = np.array([[1, 0], [0.96, 0.28], [0, 1], [0.05, 1]], dtype=np.float32)
     >>> first = find_duplicates_incremental(vecs[:3], state, ids=["a", "b", "c"], threshold=0.9)
@@ -436,7 +436,7 @@ def write_reference_csv(
     path (written atomically). ``spreadsheet_safe``: as for :func:`write_pairs_csv`.
 
     >>> import numpy as np, tempfile, pathlib
-    >>> from embetter_core.reference import find_reference_duplicates
+    >>> from embetter_core.dedupe.reference import find_reference_duplicates
     >>> m = find_reference_duplicates(np.eye(2), np.eye(2), ids=["a", "b"], threshold=0.9)
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "reference_pairs.csv"
     >>> print(write_reference_csv(m, out, {"a": "cat", "b": "dog"}).read_text().strip())
@@ -457,7 +457,7 @@ def reference_facts(matches: ReferenceMatches, source: str) -> dict[str, str]:
     """The rows a report's run table shows about a search against the reference ``source``.
 
     >>> import numpy as np
-    >>> from embetter_core.reference import find_reference_duplicates
+    >>> from embetter_core.dedupe.reference import find_reference_duplicates
     >>> m = find_reference_duplicates(np.eye(3), np.eye(3)[:1], threshold=0.9)
     >>> reference_facts(m, "train.csv")["rows matching the reference"]
     '1 of 3 (1 pairs)'
@@ -485,7 +485,7 @@ def reference_section(
     texts.
 
     >>> import numpy as np
-    >>> from embetter_core.reference import find_reference_duplicates
+    >>> from embetter_core.dedupe.reference import find_reference_duplicates
     >>> m = find_reference_duplicates(np.eye(2), np.eye(2), ids=["a", "<b>"], threshold=0.9)
     >>> page = reference_section(m, "train.csv", "reference_pairs.csv")
     >>> "Against the reference" in page, "&lt;b&gt;" in page

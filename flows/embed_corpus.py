@@ -21,9 +21,8 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.utilities.annotations import quote
 
-from embetter_core.corpus import Corpus
+from embetter_core.corpus import Corpus, keep_values_for
 from embetter_core.dedupe import DuplicateReport
-from embetter_core.keep import keep_values_for
 from flows.cli import Stopped, error_line, stop_on_signals, temporary_server
 from flows.embed_params import DEMO_CORPUS, EmbedParams
 from flows.embed_steps import (

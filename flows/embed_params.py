@@ -10,12 +10,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from embetter_core.corpus import corpus_kind
-from embetter_core.dedupe import DEFAULT_THRESHOLD
+from embetter_core.dedupe import DEFAULT_THRESHOLD, REFERENCE_PAIRS_CSV, KeepRule, state_path
+from embetter_core.encoders import ENCODERS, EncoderSpec, encoder_class
 from embetter_core.files import check_outputs_apart
-from embetter_core.incremental import state_path
-from embetter_core.keep import KeepRule
-from embetter_core.reference import REFERENCE_PAIRS_CSV
-from embetter_core.spec import ENCODERS, EncoderSpec, encoder_class
 from flows.params import Cli
 
 DEMO_CORPUS = (

@@ -20,12 +20,14 @@ from prefect.futures import PrefectFuture
 from prefect.utilities.annotations import quote
 
 from embetter_core import store as store_lib
-from embetter_core.corpus import Corpus
-from embetter_core.dedupe import DuplicateReport
-from embetter_core.outputs import check_deduplicated_path
-from embetter_core.reference import ReferenceMatches, check_reference_store
-from embetter_core.rescore import candidate_rows
-from embetter_core.spec import EncoderSpec
+from embetter_core.corpus import Corpus, check_deduplicated_path
+from embetter_core.dedupe import (
+    DuplicateReport,
+    ReferenceMatches,
+    candidate_rows,
+    check_reference_store,
+)
+from embetter_core.encoders import EncoderSpec
 from embetter_core.store import StoreWriter
 from flows.cli import check_model_loads
 from flows.embed_params import EmbedParams, is_store
@@ -88,8 +90,8 @@ def check_difference_model(path: str | None, spec: EncoderSpec, rescore: str | N
     """Refuse, before any work, a difference model trained with another encoder than
     ``spec``, the one that decides the pairs (with ``--rescore``, the rescore encoder)."""
     if path:
+        from embetter_core.difference import DifferenceClassifier
         from embetter_core.errors import FingerprintMismatchError
-        from embetter_core.model import DifferenceClassifier
 
         try:
             DifferenceClassifier.load(path, enc=spec.build_local())

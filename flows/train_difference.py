@@ -20,10 +20,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from embetter_core.difference import FEATURES
+from embetter_core.encoders import DEFAULT_MODEL, EncoderSpec
 from embetter_core.files import check_outputs_apart
-from embetter_core.model import FEATURES
-from embetter_core.spec import EncoderSpec
-from embetter_core.text import DEFAULT_MODEL
 from flows.cli import Stopped, check_model_loads, error_line, stop_on_signals, temporary_server
 from flows.offline import use_offline_defaults
 from flows.params import Cli, add_options, flow_with_params, options_given

@@ -9,8 +9,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from embetter_core.dedupe import DuplicateReport, find_duplicates
-from embetter_core.rescore import rescore_report
+from embetter_core.dedupe import DuplicateReport, find_duplicates, rescore_report
 from embetter_core.store import EmbeddingStore, write_kept
 
 

@@ -9,8 +9,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from embetter_core.cache import CachedEncoder
-from embetter_core.spec import EncoderSpec
+from embetter_core.encoders import CachedEncoder, EncoderSpec
 from tasks.retry import RETRYING
 
 _ENCODERS: dict[tuple[str, str], CachedEncoder] = {}

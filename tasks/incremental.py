@@ -11,8 +11,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from embetter_core import incremental
-from embetter_core.dedupe import DuplicateReport
+from embetter_core.dedupe import DuplicateReport, incremental, state_path
 from embetter_core.store import EmbeddingStore
 
 
@@ -25,10 +24,10 @@ def find_duplicates_incremental_in_store(
     keep_values: Sequence[Any] | None = None,
 ) -> DuplicateReport:
     """As ``find-duplicates``, building on the state file beside the store
-    (:func:`~embetter_core.incremental.state_path`) and writing the new one there. Without a
+    (:func:`~embetter_core.dedupe.state_path`) and writing the new one there. Without a
     usable state (none yet, corrupt, another encoder or floor) it is a full run, and the run
     log says why."""
-    state = incremental.state_path(store_path)
+    state = state_path(store_path)
     with EmbeddingStore.open(store_path) as st, logs_in_run(incremental.logger):
         report = incremental.find_duplicates_incremental(
             st.dataset,

@@ -10,11 +10,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from embetter_core import report as render
-from embetter_core.reference import (
-    REFERENCE_PAIRS_CSV,
-    ReferenceMatches,
-    find_reference_duplicates,
-)
+from embetter_core.dedupe import REFERENCE_PAIRS_CSV, ReferenceMatches, find_reference_duplicates
 from embetter_core.store import EmbeddingStore
 
 

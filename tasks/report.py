@@ -15,9 +15,8 @@ from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
 from embetter_core import report as render
-from embetter_core.corpus import Corpus
+from embetter_core.corpus import Corpus, Deduplicated, write_deduplicated
 from embetter_core.dedupe import DuplicateReport
-from embetter_core.outputs import Deduplicated, write_deduplicated
 from tasks.dedupe import record_kept
 from tasks.reference import ReferenceOutputs
 

@@ -6,8 +6,8 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from embetter_core.model import DifferenceClassifier, score_pairs
-from embetter_core.spec import EncoderSpec
+from embetter_core.difference import DifferenceClassifier, score_pairs
+from embetter_core.encoders import EncoderSpec
 from tasks.embed import cached_encoder
 
 

@@ -14,10 +14,13 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from embetter_core.cache import cached
-from embetter_core.evaluation import evaluate_against_cosine, read_pairs, split_pairs
-from embetter_core.model import DifferenceClassifier
-from embetter_core.spec import EncoderSpec
+from embetter_core.difference import (
+    DifferenceClassifier,
+    evaluate_against_cosine,
+    read_pairs,
+    split_pairs,
+)
+from embetter_core.encoders import EncoderSpec, cached
 
 
 @task(cache_policy=NO_CACHE)

@@ -240,8 +240,8 @@ def skops_payload(
     import skops.io
     from sklearn.linear_model import LogisticRegression
 
-    from embetter_core.model import FORMAT, FORMAT_VERSION
-    from embetter_core.spec import EncoderSpec
+    from embetter_core.difference.model import FORMAT, FORMAT_VERSION
+    from embetter_core.encoders import EncoderSpec
 
     payload = {
         "format": FORMAT,
@@ -344,13 +344,13 @@ def one_row_jsonl(text: str) -> str:
 
 
 def _load(path: Path) -> Any:
-    from embetter_core.model import DifferenceClassifier
+    from embetter_core.difference import DifferenceClassifier
 
     return DifferenceClassifier.load(path)
 
 
 def _load_image(path: Path) -> Any:
-    from embetter_core.vision import load_image
+    from embetter_core.encoders.vision import load_image
 
     return load_image(path)
 
@@ -362,7 +362,7 @@ def _read_images(folder: Path) -> Any:
 
 
 def _check_texts(texts: list[str]) -> Any:
-    from embetter_core.base import check_texts
+    from embetter_core.encoders import check_texts
 
     return check_texts(texts)
 
@@ -370,7 +370,7 @@ def _check_texts(texts: list[str]) -> Any:
 def _clip_check(items: list[Any], text_items: bool = False) -> list[Any]:
     """``ClipEncoder.validate_input`` of ``items``, each a ``TextItem`` if ``text_items``
     (no model loads)."""
-    from embetter_core.vision import ClipEncoder
+    from embetter_core.encoders import ClipEncoder
 
     items = ClipEncoder.text_items(items) if text_items else items
     checked = ClipEncoder(TINY_CLIP).validate_input(items)
@@ -380,7 +380,7 @@ def _clip_check(items: list[Any], text_items: bool = False) -> list[Any]:
 
 def pairs_with(folder: Path, text: str) -> Any:
     """``read_pairs`` of a pair file whose second row's ``y`` is ``text``."""
-    from embetter_core.evaluation import read_pairs
+    from embetter_core.difference import read_pairs
 
     path = write_text(folder / "p.csv", f"x,y,same\nred car,a red car,1\nblue sky,{text},0\n")
     return read_pairs(path, "x", "y", "same")
@@ -435,7 +435,7 @@ def _library_cases() -> list[Case]:
             "image-beyond-pil-bomb-limit",
             lambda d: _load_image(write_png(d / "bomb.png", 20_000, 20_000)),
             ImageTooLargeError,
-            ("bomb.png", "embetter_core.vision.MAX_IMAGE_PIXELS"),
+            ("bomb.png", "embetter_core.encoders.vision.MAX_IMAGE_PIXELS"),
         ),
         Case(
             "image-folder-holding-a-huge-png",

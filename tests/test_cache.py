@@ -14,8 +14,8 @@ import pytest
 from sklearn.base import clone
 
 from embetter_core import FingerprintMismatchError, SentenceEncoder, cached
-from embetter_core.base import EmbeddingEncoder
-from embetter_core.cache import FINGERPRINT_KEY
+from embetter_core.encoders import EmbeddingEncoder
+from embetter_core.encoders.cache import FINGERPRINT_KEY
 
 
 class RecordingEncoder(SentenceEncoder):
@@ -178,7 +178,7 @@ def test_two_processes_fill_one_cache_consistently(tmp_path, sentence_encoder):
 
 
 def test_read_many_matches_diskcache_get_for_every_kind_of_value(tmp_path):
-    from embetter_core.cache import read_many
+    from embetter_core.encoders.cache import read_many
 
     store = diskcache.Cache(str(tmp_path / "c"))
     rng = np.random.default_rng(0)
@@ -232,13 +232,13 @@ def test_a_vector_copied_over_another_is_encoded_again_and_logged(tmp_path, capl
     assert np.array_equal(diskcache.Cache(str(folder))[texts[10]], first[200])  # the damage
 
     enc = cached(folder, inner)
-    with caplog.at_level("WARNING", logger="embetter_core.cache"):
+    with caplog.at_level("WARNING", logger="embetter_core.encoders.cache"):
         again = enc.transform(texts)
     assert inner._lazy_calls[1:] == [[texts[10]]]  # only the damaged row is encoded again
     assert enc.last_stats_ == {"items": 201, "unique": 201, "hits": 200, "misses": 1}
     np.testing.assert_allclose(again, first, atol=1e-5)
     assert float(again[10] @ again[200]) < 0.99
-    [record] = [r for r in caplog.records if r.name == "embetter_core.cache"]
+    [record] = [r for r in caplog.records if r.name == "embetter_core.encoders.cache"]
     assert record.levelname == "WARNING" and "1 cached vector(s) failed their checksum" in (
         record.getMessage()
     )
@@ -255,7 +255,7 @@ def test_one_flipped_byte_is_a_miss(tmp_path, sentence_encoder, caplog):
     flipped[-20] ^= 0x01  # one bit of one float
     _sql(folder, "UPDATE Cache SET value = ? WHERE key = 'beta'", bytes(flipped))
     enc = cached(folder, sentence_encoder)
-    with caplog.at_level("WARNING", logger="embetter_core.cache"):
+    with caplog.at_level("WARNING", logger="embetter_core.encoders.cache"):
         np.testing.assert_allclose(enc.transform(["alpha", "beta"]), first, atol=1e-5)
     assert enc.last_stats_["misses"] == 1 and "failed their checksum" in caplog.text
 
@@ -267,7 +267,7 @@ def test_vectors_without_checksum_are_encoded_again_once(tmp_path, sentence_enco
     enc = cached(folder, sentence_encoder)
     fresh = enc.transform(["one", "two", "three"])
     _sql(folder, "UPDATE Cache SET tag = NULL WHERE key IN ('one', 'two')")  # as before
-    with caplog.at_level("INFO", logger="embetter_core.cache"):
+    with caplog.at_level("INFO", logger="embetter_core.encoders.cache"):
         np.testing.assert_allclose(enc.transform(["one", "two", "three"]), fresh, atol=1e-5)
     assert enc.last_stats_["misses"] == 2 and "2 cached vector(s) have no checksum" in caplog.text
     enc.transform(["one", "two", "three"])
@@ -318,7 +318,7 @@ def test_damaged_database_is_named_and_never_retried(tmp_path, sentence_encoder)
 def test_busy_database_is_not_called_damaged(tmp_path):
     import sqlite3
 
-    from embetter_core.cache import named_if_damaged
+    from embetter_core.encoders.cache import named_if_damaged
 
     locked = pytest.raises(sqlite3.OperationalError, match="database is locked")
     with locked, named_if_damaged(str(tmp_path)):

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from embetter_core.corpus import Corpus, CorpusError, SkippedRow, read_corpus, read_table
-from embetter_core.errors import MissingColumnError
+from embetter_core.corpus import Corpus, SkippedRow, read_corpus, read_table
+from embetter_core.errors import CorpusError, MissingColumnError
 
 SAMPLE = Path(__file__).resolve().parent.parent / "embetter_core" / "data" / "debian-sample.csv.gz"
 

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from embetter_core import dedupe
-from embetter_core.dedupe import DuplicateReport, DuplicateSearchError, find_duplicates
+from embetter_core.dedupe import DuplicateReport, checks, find_duplicates
+from embetter_core.dedupe import find as find_module
+from embetter_core.errors import DuplicateSearchError
 
 
 def planted(n: int, d: int = 48, seed: int = 0, big: int = 0, groups: list | None = None):
@@ -259,7 +261,7 @@ def test_auto_picks_exact_below_the_crossover_and_ann_above(monkeypatch) -> None
     X = planted(600, seed=8)
     report = find_duplicates(X, threshold=0.9)
     assert report.method == "exact" and report.params["requested_method"] == "auto"
-    monkeypatch.setattr(dedupe, "AUTO_EXACT_MAX_ROWS", 500)
+    monkeypatch.setattr(find_module, "AUTO_EXACT_MAX_ROWS", 500)
     assert find_duplicates(X, threshold=0.9).method == "ann"
 
 
@@ -271,7 +273,7 @@ def test_h5py_dataset_gives_the_same_report(tmp_path, monkeypatch) -> None:
     path = tmp_path / "store.h5"
     with h5py.File(path, "w") as f:
         f.create_dataset("embeddings", data=X, chunks=(100, X.shape[1]))
-    monkeypatch.setattr(dedupe, "_READ_BLOCK", 256)  # several blocks
+    monkeypatch.setattr(checks, "_READ_BLOCK", 256)  # several blocks
     with h5py.File(path, "r") as f:
         from_file = find_duplicates(f["embeddings"], threshold=0.85, method="exact")
     same_report(from_file, find_duplicates(X, threshold=0.85, method="exact"))
@@ -534,8 +536,8 @@ def test_rekeep_does_not_search_again(monkeypatch) -> None:
     def no_search(*args, **kwargs):
         raise AssertionError("searched again")
 
-    monkeypatch.setattr(dedupe, "_exact_search", no_search)
-    monkeypatch.setattr(dedupe, "_ann_search", no_search)
+    monkeypatch.setattr(find_module, "_exact_search", no_search)
+    monkeypatch.setattr(find_module, "_ann_search", no_search)
     last = report.rekeep("last")
     assert last.removed == greedy_removals(last, last.ids[::-1])
     assert last.removed != report.removed and last.pairs == report.pairs
@@ -590,7 +592,7 @@ def test_bad_keep_rules_fail_before_the_search(monkeypatch, kwargs, message) -> 
     def no_search(*args, **kw):
         raise AssertionError("searched")
 
-    monkeypatch.setattr(dedupe, "_exact_search", no_search)
+    monkeypatch.setattr(find_module, "_exact_search", no_search)
     with pytest.raises(DuplicateSearchError, match=message):
         find_duplicates(X, ids=ids, threshold=0.9, **kwargs)
 

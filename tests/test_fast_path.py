@@ -19,9 +19,9 @@ from PIL import Image
 from sklearn.base import clone
 
 from embetter_core import ClipEncoder, SentenceEncoder, cached
-from embetter_core import _device as device_helpers
-from embetter_core import text as text_module
-from embetter_core import vision as vision_module
+from embetter_core.encoders import device as device_helpers
+from embetter_core.encoders import text as text_module
+from embetter_core.encoders import vision as vision_module
 from tests.conftest import TINY_CLIP
 
 

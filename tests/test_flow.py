@@ -286,7 +286,7 @@ def test_crash_resume(prefect_api_url, tmp_path, sentence_encoder):
         "--chunk-size",
         "30",
     ]
-    from embetter_core.spec import EncoderSpec
+    from embetter_core.encoders import EncoderSpec
 
     folder = Path(cache_folder(str(cache_root), EncoderSpec()))
 

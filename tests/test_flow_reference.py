@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from embetter_core.incremental import state_path
-from embetter_core.spec import EncoderSpec
+from embetter_core.dedupe import state_path
+from embetter_core.encoders import EncoderSpec
 from embetter_core.store import EmbeddingStore
 from flows.embed_corpus import DEMO_CORPUS, EmbedParams, embed_corpus
 

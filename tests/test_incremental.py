@@ -10,15 +10,22 @@ import numpy as np
 import pytest
 
 from embetter_core import dedupe
-from embetter_core.dedupe import DuplicateReport, find_duplicates
-from embetter_core.errors import DedupeStateError
-from embetter_core.incremental import (
+from embetter_core.dedupe import (
     DedupeState,
+    DuplicateReport,
+    checks,
+    decide,
+    engines,
+    find_duplicates,
     find_duplicates_incremental,
     state_path,
 )
+from embetter_core.dedupe import (
+    cells as ann,
+)
+from embetter_core.errors import DedupeStateError
 
-LOGGER = "embetter_core.incremental"
+LOGGER = "embetter_core.dedupe.incremental"
 
 
 def planted(n: int, d: int = 32, seed: int = 0) -> np.ndarray:
@@ -139,12 +146,12 @@ def test_ann_incremental_equals_a_full_search_over_the_same_cells(tmp_path) -> N
     assert inc.method == "ann" and inc.params["nlist"] == 40
 
     # a full search of today's rows over the same cells finds the same candidates
-    rank, order = dedupe._canonical_order(ids)
-    Xc, _, _ = dedupe._load_normalised(X, len(X), rank)
+    rank, order = checks._canonical_order(ids)
+    Xc, _, _ = checks._load_normalised(X, len(X), rank)
     cells = inc.candidates.cells.renumbered(rank)  # input rows -> search order
     screen = np.float32(inc.floor - 1e-4)
-    found = dedupe._search_cells(Xc, cells, screen, block=256, n_jobs=1, limit=10**8)
-    scores = dedupe._rescore(Xc, found.lo, found.hi)
+    found = ann._search_cells(Xc, cells, screen, block=256, n_jobs=1, limit=10**8)
+    scores = engines._rescore(Xc, found.lo, found.hi)
     ok = scores >= inc.floor
     want = {
         tuple(sorted((ids[order[a]], ids[order[b]])))
@@ -385,19 +392,19 @@ def test_reused_and_new_candidates_merge_in_order_with_tied_scores(tmp_path, met
 
 
 def test_fresh_search_makes_the_comparisons_of_a_full_search_over_the_cells() -> None:
-    """_search_fresh (one product per cell) against dedupe._search_cells(fresh=...) (tiles),
+    """_search_fresh (one product per cell) against ann._search_cells(fresh=...) (tiles),
     cells without members and cells whose members are all fresh included."""
-    from embetter_core.incremental import _search_fresh, _UnitRows
+    from embetter_core.dedupe.incremental_ann import _search_fresh, _UnitRows
 
     rng = np.random.default_rng(12)
     n, nlist = 600, 24
     X = planted(n, d=16, seed=12) * rng.uniform(0.2, 5.0, (n, 1)).astype(np.float32)
     X = X.astype(np.float32)
-    rank, order = dedupe._canonical_order([f"id-{i}" for i in rng.permutation(n)])
-    Xc, _, _ = dedupe._load_normalised(X, n, rank)
+    rank, order = checks._canonical_order([f"id-{i}" for i in rng.permutation(n)])
+    Xc, _, _ = checks._load_normalised(X, n, rank)
     screen = np.float32(0.7)
-    primary, vr, vc = dedupe._assign_cells(
-        Xc, dedupe._train_cells(Xc, nlist=nlist, seed=0), screen, nprobe=3
+    primary, vr, vc = ann._assign_cells(
+        Xc, ann._train_cells(Xc, nlist=nlist, seed=0), screen, nprobe=3
     )
     primary[primary == 5] = 6  # cell 5: visitors only
     cells = dedupe.AnnCells(np.zeros((nlist, 16), np.float32), primary, vr, vc, 3, 32)
@@ -405,12 +412,12 @@ def test_fresh_search_makes_the_comparisons_of_a_full_search_over_the_cells() ->
     fresh[primary == 7] = True  # cell 7: every member fresh
     scale = np.empty(n, np.float32)
     for start in range(0, n, 100):
-        norms, _ = dedupe._row_norms(X[start : start + 100])
-        scale[start : start + 100] = dedupe._unit_scale(norms)
+        norms, _ = checks._row_norms(X[start : start + 100])
+        scale[start : start + 100] = checks._unit_scale(norms)
     rows = _UnitRows(X, scale, order)
     np.testing.assert_array_equal(rows[np.arange(n)], Xc)  # bit for bit the full run's rows
     lo, hi, near = _search_fresh(rows, cells, fresh, screen, n_jobs=1, limit=10**6)
-    want = dedupe._search_cells(Xc, cells, screen, block=64, n_jobs=1, limit=10**6, fresh=fresh)
+    want = ann._search_cells(Xc, cells, screen, block=64, n_jobs=1, limit=10**6, fresh=fresh)
     np.testing.assert_array_equal(lo, want.lo)
     np.testing.assert_array_equal(hi, want.hi)
     np.testing.assert_allclose(near, want.nearest, atol=1e-6)
@@ -432,7 +439,7 @@ def test_removal_order_and_exact_groups_helpers_match_their_simple_forms() -> No
         s = np.sort(s.astype(np.float32))[::-1].copy()
         if trial % 5 == 0:
             s = rng.permutation(s)  # not in candidate order: np.lexsort itself
-        got = dedupe._lexsort_by_later(later, earlier, s)
+        got = decide._lexsort_by_later(later, earlier, s)
         want = np.lexsort((earlier, -s, later))
         key = np.stack([later, -s, earlier], axis=1)
         np.testing.assert_array_equal(key[got], key[want])
@@ -441,7 +448,7 @@ def test_removal_order_and_exact_groups_helpers_match_their_simple_forms() -> No
     words = ["a", "b", "c", None, "a", "d", "b"]
     for keys in ([words[i % 7] for i in range(50)], [i % 6 for i in range(50)]):
         codes = pd.factorize(pd.Series(keys, dtype=object))[0]
-        groups = dedupe._groups_by_key(keys, ids, rank)
+        groups = decide._groups_by_key(keys, ids, rank)
         assert sorted(map(sorted, groups)) == sorted(
             sorted(ids[i] for i in np.flatnonzero(codes == c))
             for c in set(codes.tolist()) - {-1}

@@ -17,17 +17,18 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import FunctionTransformer
 
 from embetter_core import DifferenceClassifier, FingerprintMismatchError, SentenceEncoder, cached
-from embetter_core.errors import CorpusError
-from embetter_core.evaluation import (
+from embetter_core.difference import (
+    FEATURES,
     cosine,
     evaluate_against_cosine,
     pair_metrics,
     read_pairs,
+    score_pairs,
     split_pairs,
     tune_threshold,
 )
-from embetter_core.model import FEATURES, score_pairs
-from embetter_core.spec import EncoderSpec
+from embetter_core.encoders import EncoderSpec
+from embetter_core.errors import CorpusError
 
 SAMPLE = os.path.join(
     os.path.dirname(__file__), "..", "embetter_core", "data", "debian-sample.csv.gz"
@@ -469,7 +470,7 @@ def test_saved_types_are_exactly_what_save_writes(tmp_path, sentence_encoder, pa
     file's types beyond skops' defaults are in it, together they are all of it, and each loads."""
     from sklearn.model_selection import TunedThresholdClassifierCV
 
-    from embetter_core.model import SAVED_TYPES
+    from embetter_core.difference.model import SAVED_TYPES
 
     heads = {
         "default": None,

@@ -33,7 +33,7 @@ from embetter_core import (
     SentenceEncoder,
     cached,
 )
-from embetter_core.base import FileBytes
+from embetter_core.encoders import EncoderSpec, FileBytes
 from embetter_core.offload import ModalUnavailableError, check_modal_ready, has_modal_token
 from embetter_core.offload.remote import (
     ModalSettings,
@@ -43,7 +43,6 @@ from embetter_core.offload.remote import (
     remote_packages,
     wire_spec,
 )
-from embetter_core.spec import EncoderSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 MODAL_ENV = ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "MODAL_PROFILE", "MODAL_SERVER_URL")

@@ -1,5 +1,5 @@
-"""The deduplicated corpus (embetter_core.outputs) and the keep rules read from a corpus file
-(embetter_core.keep): every input format, real MiniLM vectors, row counts, bad input."""
+"""The deduplicated corpus (embetter_core.corpus.writing) and the keep rules read from a corpus file
+(embetter_core.dedupe.keep): every input format, real MiniLM vectors, row counts, bad input."""
 
 from __future__ import annotations
 
@@ -13,11 +13,15 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from embetter_core.corpus import read_corpus
+from embetter_core.corpus import (
+    check_deduplicated_path,
+    column_values,
+    keep_values_for,
+    read_corpus,
+    write_deduplicated,
+)
 from embetter_core.dedupe import find_duplicates
 from embetter_core.errors import CorpusError, DuplicateSearchError, MissingColumnError
-from embetter_core.keep import column_values, keep_values_for
-from embetter_core.outputs import check_deduplicated_path, write_deduplicated
 
 TEXTS = [
     "A fast embedding cache for text corpora.",

@@ -8,12 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from embetter_core.dedupe import ReferenceMatches, check_reference_store, find_reference_duplicates
 from embetter_core.errors import DuplicateSearchError, FingerprintMismatchError
-from embetter_core.reference import (
-    ReferenceMatches,
-    check_reference_store,
-    find_reference_duplicates,
-)
 from embetter_core.store import EmbeddingStore
 
 

@@ -1,4 +1,4 @@
-"""Two-stage dedupe: ``embetter_core.rescore`` and the flow's ``--encoder static --rescore
+"""Two-stage dedupe: ``embetter_core.dedupe.rescore`` and the flow's ``--encoder static --rescore
 sentence``, the threshold each encoder recommends, and the combinations refused before work.
 
 The static model is the real distilled all-MiniLM-L6-v2 from the user's cache (or the one
@@ -17,10 +17,9 @@ import pytest
 from pydantic import ValidationError
 
 from embetter_core import SentenceEncoder, StaticEncoder
-from embetter_core.dedupe import DEFAULT_THRESHOLD, find_duplicates
+from embetter_core.dedupe import DEFAULT_THRESHOLD, candidate_rows, find_duplicates, rescore_report
+from embetter_core.encoders import EncoderSpec
 from embetter_core.errors import FingerprintMismatchError
-from embetter_core.rescore import candidate_rows, rescore_report
-from embetter_core.spec import EncoderSpec
 from flows.embed_corpus import (
     DEMO_CORPUS,
     EmbedParams,

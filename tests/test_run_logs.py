@@ -64,7 +64,7 @@ def test_prefect_imported_first_still_gets_the_logger():
         "use_offline_defaults()\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
-        "    logging.getLogger('embetter_core.cache').warning('outside a flow run')\n"
+        "    logging.getLogger('embetter_core.encoders.cache').warning('outside a flow run')\n"
         "print(json.dumps({'before': before, 'after': handlers('embetter_core'),\n"
         "    'mylib': handlers('mylib'), 'warnings': [str(w.message) for w in caught],\n"
         "    'setting': sorted(get_current_settings().logging.extra_loggers)}))\n"
@@ -90,7 +90,7 @@ def test_prefect_imported_first_still_gets_the_logger():
 @pytest.mark.slow
 def test_a_cache_warning_reaches_the_runs_logs(prefect_harness, sentence_encoder, tmp_path):
     """A cached vector that fails its checksum is re-encoded and logged by
-    ``embetter_core.cache``; the flow run shows that warning in Prefect. (This process set
+    ``embetter_core.encoders.cache``; the flow run shows that warning in Prefect. (This process set
     the variable before importing Prefect, as a deployment or Dask worker does; the test
     above covers the command lines' order.)"""
     from prefect.client.orchestration import get_client
@@ -98,7 +98,7 @@ def test_a_cache_warning_reaches_the_runs_logs(prefect_harness, sentence_encoder
     from prefect.logging.handlers import APILogHandler
 
     from embetter_core import cached
-    from embetter_core.spec import EncoderSpec
+    from embetter_core.encoders import EncoderSpec
     from flows.embed_corpus import cache_folder, embed_corpus
 
     texts = ["a cat sat on the mat", "stock prices fell", "a dog ran home"]
@@ -124,7 +124,7 @@ def test_a_cache_warning_reaches_the_runs_logs(prefect_harness, sentence_encoder
     APILogHandler().flush()  # send the queued logs now
     with get_client(sync_client=True) as client:
         logs = client.read_logs(LogFilter(text={"query": folder}))
-    warnings = [log for log in logs if log.name == "embetter_core.cache"]
+    warnings = [log for log in logs if log.name == "embetter_core.encoders.cache"]
     assert len(warnings) == 1, [(log.name, log.message) for log in logs]
     assert "failed their checksum" in warnings[0].message
     assert warnings[0].flow_run_id is not None and warnings[0].task_run_id is not None

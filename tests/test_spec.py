@@ -23,7 +23,7 @@ from embetter_core import (
     SentenceEncoder,
     cached,
 )
-from embetter_core.base import EmbeddingEncoder
+from embetter_core.encoders import ENCODERS, EmbeddingEncoder, EncoderSpec, encoder_class, kind_of
 from embetter_core.offload.remote import (
     ModalSettings,
     check_baked,
@@ -31,7 +31,6 @@ from embetter_core.offload.remote import (
     remote_packages,
     wire_spec,
 )
-from embetter_core.spec import ENCODERS, EncoderSpec, encoder_class, kind_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -218,10 +217,10 @@ def test_unknown_kind_and_misplaced_weights_are_refused():
 
 def test_importing_the_spec_loads_no_encoder_module():
     code = (
-        "import sys\nfrom embetter_core.spec import EncoderSpec\n"
+        "import sys\nfrom embetter_core.encoders.spec import EncoderSpec\n"
         "EncoderSpec(kind='clip')\n"
-        "print(sorted(m for m in ('embetter_core.text', 'embetter_core.vision', 'torch') "
-        "if m in sys.modules))"
+        "print(sorted(m for m in ('embetter_core.encoders.text', "
+        "'embetter_core.encoders.vision', 'torch') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -236,7 +235,7 @@ def test_model_saved_in_the_older_format_still_loads(tmp_path, sentence_encoder)
     payload = skops.io.load(path, trusted=skops.io.get_untrusted_types(file=str(path)))
     assert payload["encoder"] == EncoderSpec.from_encoder(sentence_encoder).model_dump()
     payload["encoder"] = {
-        "class": "embetter_core.text.SentenceEncoder",
+        "class": "embetter_core.encoders.text.SentenceEncoder",
         "params": sentence_encoder.get_params(),
     }
     skops.io.dump(payload, str(path))

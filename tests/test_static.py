@@ -25,8 +25,8 @@ from sklearn.pipeline import make_pipeline
 
 from embetter_core import SentenceEncoder, StaticEncoder
 from embetter_core.dedupe import DEFAULT_THRESHOLD
+from embetter_core.encoders.static import MANIFEST, _publish, folder_problem, static_home
 from embetter_core.files import file_sha256
-from embetter_core.static import MANIFEST, _publish, folder_problem, static_home
 
 TEXTS = [
     "Debian package manager for installing software",
@@ -308,7 +308,7 @@ def test_two_processes_meeting_a_corrupt_folder_rebuild_it_once(static_session, 
     errs = "".join(err for _, err in results)
     assert errs.count("rebuilding the distilled static model") == 1
     assert "model.safetensors does not match the sha256" in errs
-    assert errs.count("embetter_core.static distilling") == 1  # the other process waited
+    assert errs.count("embetter_core.encoders.static distilling") == 1  # the other process waited
     outs = [out.splitlines() for out, _ in results]
     assert outs[0] == outs[1]  # the same model, the same vectors
     assert outs[0][1].endswith("(2, 64)")
@@ -377,7 +377,7 @@ def test_pipeline_on_a_dataframe_with_a_classifier(static_encoder):
 
 
 def test_encoder_spec_kind_static_builds_and_describes_it(tmp_path):
-    from embetter_core.spec import EncoderSpec, kind_of
+    from embetter_core.encoders import EncoderSpec, kind_of
 
     assert kind_of(StaticEncoder) == "static"
     spec = EncoderSpec.parse("static", batch_size=256)

@@ -16,12 +16,14 @@ import h5py
 import numpy as np
 import pytest
 
-from embetter_core.cache import FingerprintMismatchError
-from embetter_core.store import (
-    EmbeddingStore,
+from embetter_core.errors import (
+    FingerprintMismatchError,
     IncompleteStoreError,
     OutputNotWritableError,
     StoreError,
+)
+from embetter_core.store import (
+    EmbeddingStore,
     StoreWriter,
     check_writable,
     cleanup_stale,
@@ -477,7 +479,7 @@ def test_write_and_commit_after_abort_name_the_file(tmp_path):
 
 
 def test_kept_dataset_records_the_decision_atomically(tmp_path, monkeypatch):
-    from embetter_core import store as store_lib
+    from embetter_core.store import embedding_store as store_lib
     from embetter_core.store import write_kept
 
     path = tmp_path / "out.h5"

@@ -7,7 +7,7 @@ import pytest
 from prefect import flow
 
 import tasks.embed as embed_module
-from embetter_core.spec import EncoderSpec
+from embetter_core.encoders import EncoderSpec
 from tasks.embed import cached_encoder, embed_chunk
 
 
@@ -57,7 +57,7 @@ def test_cached_encoder_is_built_once_per_spec_and_folder(tmp_path):
 def test_fit_model_builds_its_encoder_from_a_spec(tmp_path, sentence_encoder):
     import pandas as pd
 
-    from embetter_core.cache import CachedEncoder
+    from embetter_core.encoders import CachedEncoder
     from tasks.train import fit_model
 
     frame = pd.DataFrame(

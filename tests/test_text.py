@@ -13,8 +13,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from embetter_core import ColumnGrabber, SentenceEncoder
-from embetter_core.base import pick_device
-from embetter_core.text import resolve_model_name
+from embetter_core.encoders import pick_device
+from embetter_core.encoders.text import resolve_model_name
 
 
 def test_default_name_resolves_to_packaged_copy():
@@ -42,7 +42,7 @@ def test_transform_shapes_and_values(sentence_encoder, texts):
 
 
 def test_token_sorted_batches_give_plain_encode_vectors_in_input_order(capsys):
-    from embetter_core.text import token_lengths
+    from embetter_core.encoders.text import token_lengths
 
     rng = np.random.default_rng(0)
     words = ["apt", "package", "ünïcode", "kernel-module", "x", "lib", "()", "🙂"]
@@ -72,7 +72,7 @@ def test_counting_tokens_leaves_the_shared_tokenizer_alone(sentence_encoder):
     # transformers reconfigures the model's tokenizer per call: counting with it (padding
     # off) while another thread's encode had just turned padding on gave that thread
     # ragged, unpadded batches ("expected sequence of length 245 ... (got 180)")
-    from embetter_core.text import token_lengths
+    from embetter_core.encoders.text import token_lengths
 
     model = sentence_encoder.model_
     backend = model.tokenizer.backend_tokenizer

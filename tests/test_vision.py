@@ -21,7 +21,7 @@ from sklearn.base import clone
 from sklearn.pipeline import make_pipeline
 
 from embetter_core import ClipEncoder, FingerprintMismatchError, ImageLoader, cached
-from embetter_core.vision import UnreadableImageError
+from embetter_core.errors import UnreadableImageError
 from tests.conftest import TINY_CLIP
 
 TINY = TINY_CLIP
@@ -277,8 +277,8 @@ def test_huge_image_is_refused_before_it_is_decoded(encoder, tmp_path, image_fil
     decoding it would take 144 MB (PIL keeps a byte per pixel) and 576 MB more as RGB."""
     import resource
 
+    from embetter_core.encoders.vision import MAX_IMAGE_PIXELS, load_image
     from embetter_core.errors import ImageTooLargeError
-    from embetter_core.vision import MAX_IMAGE_PIXELS, load_image
     from tests.test_bad_input import write_png
 
     huge = write_png(tmp_path / "huge.png", 12_000, 12_000)
@@ -298,8 +298,8 @@ def test_huge_image_is_refused_before_it_is_decoded(encoder, tmp_path, image_fil
 
 
 def test_large_images_are_decoded_reduced_and_normal_ones_as_they_are(encoder, tmp_path):
-    from embetter_core.base import FileBytes
-    from embetter_core.vision import REDUCE_ABOVE_PIXELS, load_image
+    from embetter_core.encoders import FileBytes
+    from embetter_core.encoders.vision import REDUCE_ABOVE_PIXELS, load_image
     from tests.test_bad_input import write_png
 
     # Above the limit: the smallest whole factor that fits (PNG: reduce; JPEG: draft).
@@ -338,7 +338,7 @@ def test_large_images_are_decoded_reduced_and_normal_ones_as_they_are(encoder, t
 
 
 def test_check_image_decodes_what_verify_lets_through(tmp_path, image_files):
-    from embetter_core.vision import check_image
+    from embetter_core.encoders.vision import check_image
     from tests.test_bad_input import truncated_jpeg, write_png
 
     for path in (

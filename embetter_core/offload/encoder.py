@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from embetter_core.base import EmbeddingEncoder, as_float32
+from embetter_core.encoders.base import EmbeddingEncoder, as_float32
 from embetter_core.errors import ModalBatchError
 from embetter_core.offload.ready import ModalUnavailableError, check_modal_ready, lookup_deployed
 from embetter_core.offload.remote import APP_NAME, gpu_request, wire_spec
@@ -27,7 +27,7 @@ class ModalEncoder(EmbeddingEncoder):
 
     Args:
         encoder: a registered encoder (``SentenceEncoder``, ``ClipEncoder``, see
-            ``embetter_core.spec.ENCODERS``) with weights by hub name or tag.
+            ``embetter_core.encoders.spec.ENCODERS``) with weights by hub name or tag.
         gpu: Modal GPU type (``"T4"``, ``"L4"``, ``"A10G"``, ``"H100"``...); ``"any"`` keeps
             the app's setting (by default the first free of L4, A10, T4).
         batch_size: items per remote call (one GPU container handles one call at a time).

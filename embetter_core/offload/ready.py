@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from embetter_core.base import DEPLOY_HINT
+from embetter_core.encoders.base import DEPLOY_HINT
 from embetter_core.errors import ModalUnavailableError
 from embetter_core.offload.remote import APP_NAME, CLASS_NAME
 

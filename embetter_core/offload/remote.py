@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from embetter_core.base import DEPLOY_HINT, EmbeddingEncoder, as_float32
+from embetter_core.encoders.base import DEPLOY_HINT, EmbeddingEncoder, as_float32
+from embetter_core.encoders.spec import ENCODERS, EncoderSpec, encoder_class, kind_of
 from embetter_core.errors import FingerprintMismatchError
-from embetter_core.spec import ENCODERS, EncoderSpec, encoder_class, kind_of
 
 APP_NAME = "embetter-core"
 CLASS_NAME = "Embedder"

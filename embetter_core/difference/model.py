@@ -4,7 +4,7 @@ A cosine threshold is one number for a whole corpus; this model learns from pair
 (``|a - b|``, ``a * b``, ...) of the two embeddings, with any scikit-learn classifier as the
 head. The module holds the estimator, its skops persistence and ``score_pairs``; reading pair
 files, splitting them and comparing against a cosine threshold live in
-:mod:`embetter_core.evaluation`.
+:mod:`embetter_core.difference.evaluation`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from embetter_core.base import as_float32
-from embetter_core.cache import FingerprintMismatchError
+from embetter_core.encoders.base import as_float32
+from embetter_core.encoders.spec import ENCODERS, EncoderSpec, encoder_class
+from embetter_core.errors import FingerprintMismatchError
 from embetter_core.files import atomic_path
-from embetter_core.spec import ENCODERS, EncoderSpec, encoder_class
 
 FEATURES = ("absdiff", "product", "concat", "max", "min", "sqdiff", "cosine")
 FORMAT = "embetter-core/difference-classifier"
@@ -225,7 +225,7 @@ class DifferenceClassifier(ClassifierMixin, BaseEstimator):
     # -- persistence -------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the fitted model to ``path`` with skops (no pickle), with the encoder's
-        fingerprint and :class:`~embetter_core.spec.EncoderSpec` beside. The file appears
+        fingerprint and :class:`~embetter_core.encoders.spec.EncoderSpec` beside. The file appears
         complete or not at all (written beside ``path``, then renamed into place).
 
         >>> import tempfile
@@ -431,7 +431,7 @@ def _keys(enc: Any, items: list[Any]) -> list[Any]:
     return [(type(item).__name__, item) for item in items]
 
 
-# -- the cosine feature (also the baseline in embetter_core.evaluation) ----------------
+# -- the cosine feature (also the baseline in embetter_core.difference.evaluation) ----------------
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine similarity of two ``(n, d)`` arrays (0 where a row is all zeros).
 

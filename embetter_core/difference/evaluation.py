@@ -1,4 +1,4 @@
-"""Evaluating a :class:`~embetter_core.model.DifferenceClassifier` on labelled pairs.
+"""Evaluating a :class:`~embetter_core.difference.model.DifferenceClassifier` on labelled pairs.
 
 Reading a pair file (with the corpus readers, :func:`embetter_core.corpus.read_table`),
 splitting it into train / test, the cosine-threshold baseline tuned on train, and the
@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embetter_core.base import is_blank_text
+from embetter_core.difference.model import _check_labels, _check_lengths, cosine
+from embetter_core.encoders.base import is_blank_text
 from embetter_core.errors import MissingColumnError
-from embetter_core.model import _check_labels, _check_lengths, cosine
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from embetter_core.model import DifferenceClassifier
+    from embetter_core.difference.model import DifferenceClassifier
 
 __all__ = [
     "cosine",
@@ -58,7 +58,7 @@ def read_pairs(
     gzipped, Parquet, JSONL), with its rules: a CSV cell is the string it is, so ``NA`` is a
     text and an empty cell is empty. A missing column raises ``ValueError`` naming it and the
     file; a missing or blank value (empty, whitespace or invisible characters only, such as
-    U+200B: see :func:`~embetter_core.base.is_blank_text`), or a label other than
+    U+200B: see :func:`~embetter_core.encoders.base.is_blank_text`), or a label other than
     0/1/true/false, raises one naming the file, the row (1-based data row) and the column.
     Numbers in text columns become strings.
 
@@ -70,7 +70,7 @@ def read_pairs(
     """
     import pandas as pd
 
-    from embetter_core.corpus import read_table
+    from embetter_core.corpus.reading import read_table
 
     where = f"pair file {os.fspath(path)!r}"
     columns = list(dict.fromkeys([text_a, text_b, label] + ([group] if group else [])))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from embetter_core.base import EmbeddingEncoder
+from embetter_core.encoders.base import EmbeddingEncoder
 
 
 class ColumnGrabber(EmbeddingEncoder):

@@ -12,7 +12,7 @@ rows; in a ``.txt`` file every line is one, so a blank line is an empty text). I
 or empty text (also one of only whitespace or invisible characters such as NUL, U+200B,
 U+FEFF: every encoder sees it as ``""``), a text or id that cannot be written as UTF-8 (a lone
 surrogate, which JSON allows), a missing or duplicate id, and an image the encoder could not
-read: undecodable, cut short, or above ``embetter_core.vision.MAX_IMAGE_PIXELS``.
+read: undecodable, cut short, or above ``embetter_core.encoders.vision.MAX_IMAGE_PIXELS``.
 
 :func:`read_table` gives other callers (pair files, for one) the same table readers: the
 named columns of a CSV / Parquet / JSONL file, unvalidated.
@@ -443,13 +443,13 @@ def _list_images(folder: Path) -> tuple[list[Path], int]:
 
 def _image_problem(path: Path) -> str | None:
     """Why the encoder could not read this image (decoded in full, as it will be), or None."""
+    from embetter_core.encoders.vision import MAX_IMAGE_PIXELS, check_image, size_text
     from embetter_core.errors import ImageTooLargeError
-    from embetter_core.vision import MAX_IMAGE_PIXELS, _size_text, check_image
 
     try:
         check_image(path)
     except ImageTooLargeError as err:
-        size = _size_text(err.size, err.__cause__)
+        size = size_text(err.size, err.__cause__)
         return f"image too large ({size}; the limit is {MAX_IMAGE_PIXELS:,} pixels)"
     except Exception as err:  # Pillow raises many types (OSError, SyntaxError, ...)
         cause = err.__cause__ or err
@@ -510,14 +510,14 @@ def _encodes(text: str) -> bool:
 
 
 def _id_problem(id_: str) -> str | None:
-    from embetter_core.base import utf8_problem
+    from embetter_core.encoders.base import utf8_problem
 
     return utf8_problem(id_)
 
 
 def _text_problem(text: Any) -> str | None:
     # base imports scikit-learn; corpus stays light until a row needs the full checks.
-    from embetter_core.base import is_blank_text, utf8_problem
+    from embetter_core.encoders.base import is_blank_text, utf8_problem
 
     if isinstance(text, str):
         if not text or text.isspace():
@@ -550,7 +550,7 @@ def _validated(
                     continue
             else:  # line breaks, tabs, or invisible characters, lone surrogates
                 if is_blank is None:
-                    from embetter_core.base import is_blank_text as is_blank
+                    from embetter_core.encoders.base import is_blank_text as is_blank
                 if not is_blank(text) and (text.isascii() or _encodes(text)):
                     first_row[id_] = row
                     continue

@@ -15,12 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from embetter_core.dedupe import (
-    Candidates,
-    DuplicateReport,
-    KeepRule,
-    find_duplicates,
-)
+from embetter_core.dedupe.candidates import Candidates
+from embetter_core.dedupe.find import find_duplicates
+from embetter_core.dedupe.keep import KeepRule
+from embetter_core.dedupe.results import DuplicateReport
 
 __all__ = ["candidate_rows", "find_duplicates_two_stage", "rescore_report"]
 

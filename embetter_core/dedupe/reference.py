@@ -48,25 +48,18 @@ from typing import Any
 
 import numpy as np
 
-from embetter_core.dedupe import (
-    _SCREEN_SLACK,
-    AUTO_EXACT_MAX_ROWS,
-    DEFAULT_THRESHOLD,
-    RecallSample,
-    _assign_cells,
-    _blas_limit,
+from embetter_core.dedupe.candidates import RecallSample, check_parallel
+from embetter_core.dedupe.cells import _assign_cells, _train_cells
+from embetter_core.dedupe.checks import (
     _canonical_order,
     _check_ids,
     _check_params,
-    _cross_search,
-    _cross_tiles,
     _input_shape,
     _load_normalised,
     _refuse_bad_rows,
-    _run,
-    _train_cells,
-    check_parallel,
 )
+from embetter_core.dedupe.engines import _blas_limit, _cross_search, _cross_tiles, _run
+from embetter_core.dedupe.settings import _SCREEN_SLACK, AUTO_EXACT_MAX_ROWS, DEFAULT_THRESHOLD
 from embetter_core.errors import DuplicateSearchError, FingerprintMismatchError
 from embetter_core.files import atomic_path
 
@@ -369,7 +362,7 @@ def _open_reference(
     reference: Any, fingerprint: str | None
 ) -> tuple[str, Any, list[Any] | None, Callable[[], None]]:
     """``(description, matrix, ids or None, close)`` for an array, dataset, store or path."""
-    from embetter_core.store import EmbeddingStore
+    from embetter_core.store.embedding_store import EmbeddingStore
 
     if isinstance(reference, str | os.PathLike):
         store = EmbeddingStore.open(reference)

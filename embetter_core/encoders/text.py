@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from embetter_core._device import (
+from embetter_core.encoders.base import EmbeddingEncoder, as_float32, pick_device
+from embetter_core.encoders.device import (
     BlockCopier,
     autocast,
     can_pin,
@@ -23,7 +24,6 @@ from embetter_core._device import (
     pinned,
     prefetched,
 )
-from embetter_core.base import EmbeddingEncoder, as_float32, pick_device
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _BLOCK = 32_768  # texts the device path sorts, encodes and copies back together

@@ -13,7 +13,7 @@ True
 >>> type(EncoderSpec().build()).__name__, EncoderSpec().model_name
 ('SentenceEncoder', 'all-MiniLM-L6-v2')
 
-Adding an encoder: a module with an :class:`~embetter_core.base.EmbeddingEncoder` subclass
+Adding an encoder: a module with an :class:`~embetter_core.encoders.base.EmbeddingEncoder` subclass
 (overriding the spec / Modal methods only where the defaults do not fit), one line in
 :data:`ENCODERS`, and its tests.
 """
@@ -26,13 +26,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from embetter_core.base import EmbeddingEncoder
+from embetter_core.encoders.base import EmbeddingEncoder
 
 # The registered encoders: kind -> "module:Class", imported on first use. One line each.
 ENCODERS: dict[str, str] = {
-    "sentence": "embetter_core.text:SentenceEncoder",
-    "clip": "embetter_core.vision:ClipEncoder",
-    "static": "embetter_core.static:StaticEncoder",
+    "sentence": "embetter_core.encoders.text:SentenceEncoder",
+    "clip": "embetter_core.encoders.vision:ClipEncoder",
+    "static": "embetter_core.encoders.static:StaticEncoder",
 }
 DEFAULT_KIND = "sentence"  # the kind of a bare model name, e.g. "all-MiniLM-L6-v2"
 _KIND_LIKE = re.compile(r"[a-z][a-z0-9_]+")  # "KIND:" prefixes; "hf-hub:", "C:" are not kinds
@@ -185,7 +185,7 @@ class EncoderSpec(BaseModel):
         >>> EncoderSpec.from_encoder(ClipEncoder(batch_size=8)).to_string()
         'clip:ViT-B-32@openai'
         """
-        from embetter_core.cache import CachedEncoder
+        from embetter_core.encoders.cache import CachedEncoder
         from embetter_core.offload.encoder import ModalEncoder
 
         where: dict[str, Any] = {}
@@ -198,7 +198,7 @@ class EncoderSpec(BaseModel):
             name = f"{type(encoder).__module__}.{type(encoder).__qualname__}"
             raise TypeError(
                 f"{name} is not a registered encoder; EncoderSpec describes the kinds "
-                f"{sorted(ENCODERS)} (register a class in embetter_core.spec.ENCODERS)"
+                f"{sorted(ENCODERS)} (register a class in embetter_core.encoders.spec.ENCODERS)"
             )
         return cls(kind=kind, **encoder.spec_params(), **where)
 

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from embetter_core.base import EmbeddingEncoder, as_float32
+from embetter_core.encoders.base import EmbeddingEncoder, as_float32
+from embetter_core.encoders.text import DEFAULT_MODEL, resolve_model_name
 from embetter_core.files import file_sha256, fsync_path, write_atomic
-from embetter_core.text import DEFAULT_MODEL, resolve_model_name
 
 logger = logging.getLogger(__name__)
 

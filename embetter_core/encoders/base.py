@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 if TYPE_CHECKING:
-    from embetter_core.spec import EncoderSpec
+    from embetter_core.encoders.spec import EncoderSpec
 
 DEPLOY_HINT = "modal deploy -m embetter_core.offload.modal_app"
 
@@ -32,8 +32,8 @@ class EmbeddingEncoder(TransformerMixin, BaseEstimator):
     Subclasses implement ``transform`` and ``_fingerprint_fields``; models load lazily and are
     kept in attributes named ``_lazy_*``, which pickling and ``clone`` leave out.
 
-    How an :class:`~embetter_core.spec.EncoderSpec` describes the encoder, and what may cross
-    to a Modal container, are methods here with defaults that fit an encoder whose
+    How an :class:`~embetter_core.encoders.spec.EncoderSpec` describes the encoder, and what
+    may cross to a Modal container, are methods here with defaults that fit an encoder whose
     ``__init__`` takes ``name`` / ``batch_size`` / ``device``; a subclass overrides only what
     differs (``ClipEncoder`` adds ``pretrained`` and sends image files as bytes).
     """
@@ -54,7 +54,7 @@ class EmbeddingEncoder(TransformerMixin, BaseEstimator):
     #: same-source labels, ``benchmarks.dedupe_quality``); ``None``: not measured, and the
     #: flow falls back to ``embetter_core.dedupe.DEFAULT_THRESHOLD``.
     recommended_threshold: ClassVar[float | None] = None
-    #: As a two-stage dedupe's first stage (``embetter_core.rescore``): the recall-oriented
+    #: As a two-stage dedupe's first stage (``embetter_core.dedupe.rescore``): the recall-oriented
     #: threshold whose pairs name the rows a better encoder re-encodes; ``None``: this
     #: encoder is not meant to be a first stage.
     candidate_threshold: ClassVar[float | None] = None
@@ -102,7 +102,7 @@ class EmbeddingEncoder(TransformerMixin, BaseEstimator):
         """
         return list(texts)
 
-    # -- how an EncoderSpec describes this encoder (embetter_core.spec) ------------------------
+    # -- how an EncoderSpec describes this encoder (embetter_core.encoders.spec) -------------
     def spec_params(self) -> dict[str, Any]:
         """This encoder's settings as ``EncoderSpec`` fields (see ``spec_fields``).
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from embetter_core.corpus import TEXT_FORMATS, _as_id, _file_format, _list_images, _read_txt
+from embetter_core.corpus.reading import TEXT_FORMATS, _as_id, _file_format, _list_images, _read_txt
 from embetter_core.errors import CorpusError, OutputNotWritableError
 from embetter_core.files import atomic_path
 

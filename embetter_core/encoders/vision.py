@@ -24,8 +24,7 @@ import numpy as np
 from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from embetter_core._device import BlockCopier, can_pin, host_threads, prefetched
-from embetter_core.base import (
+from embetter_core.encoders.base import (
     EmbeddingEncoder,
     FileBytes,
     _is_missing,
@@ -33,11 +32,12 @@ from embetter_core.base import (
     pick_device,
     utf8_problem,
 )
+from embetter_core.encoders.device import BlockCopier, can_pin, host_threads, prefetched
 from embetter_core.errors import ImageTooLargeError, UnreadableImageError
 from embetter_core.files import IMAGE_SUFFIXES, file_sha256
 
 if TYPE_CHECKING:
-    from embetter_core.spec import EncoderSpec
+    from embetter_core.encoders.spec import EncoderSpec
 
 _CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz"})
 _file_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256
@@ -183,15 +183,20 @@ def _too_large(
     name: str, size: tuple[int, int] | None, cause: BaseException | None = None
 ) -> ImageTooLargeError:
     return ImageTooLargeError(
-        f"image file {name!r} is too large to decode safely ({_size_text(size, cause)}); the "
-        f"limit is {MAX_IMAGE_PIXELS:,} pixels (embetter_core.vision.MAX_IMAGE_PIXELS): shrink "
-        "the image, or leave it out (--skip-invalid lists it)",
+        f"image file {name!r} is too large to decode safely ({size_text(size, cause)}); the "
+        f"limit is {MAX_IMAGE_PIXELS:,} pixels (embetter_core.encoders.vision.MAX_IMAGE_PIXELS): "
+        "shrink the image, or leave it out (--skip-invalid lists it)",
         name,
         size,
     )
 
 
-def _size_text(size: tuple[int, int] | None, cause: BaseException | None = None) -> str:
+def size_text(size: tuple[int, int] | None, cause: BaseException | None = None) -> str:
+    """An image's size as errors name it, or why it is unknown (``cause``).
+
+    >>> size_text((8000, 7000))
+    '8000 x 7000 = 56,000,000 pixels'
+    """
     if size is None:
         return f"{cause}".rstrip(".") if cause else "size unknown"
     return f"{size[0]} x {size[1]} = {size[0] * size[1]:,} pixels"
@@ -380,7 +385,7 @@ class ClipEncoder(EmbeddingEncoder):
         return packed
 
     def unpack_items(self, items: Sequence[Any]) -> list[Any]:
-        """Decode :class:`~embetter_core.base.FileBytes` into RGB images, exactly as
+        """Decode :class:`~embetter_core.encoders.base.FileBytes` into RGB images, exactly as
         ``load_image`` reads the file."""
         out: list[Any] = []
         for item in items:
@@ -449,7 +454,7 @@ class ClipEncoder(EmbeddingEncoder):
     # -- the encoder contract -----------------------------------------------------------------
     def validate_input(self, X: Any) -> list[Any]:
         """Return ``X`` as a list; fail on None / NaN / other types and on a text that cannot
-        be written as UTF-8 (a lone surrogate, as :func:`~embetter_core.base.check_texts`
+        be written as UTF-8 (a lone surrogate, as :func:`~embetter_core.encoders.base.check_texts`
         refuses), naming the position, and on a missing or undecodable image file (naming the
         file)."""
         items = _as_list(X, "images, image paths or texts")

@@ -8,8 +8,8 @@ too: opening the cache with another encoder raises :class:`FingerprintMismatchEr
 Each vector is stored with a checksum (CRC-32 of its key and its stored bytes, in diskcache's
 ``tag`` column). A vector whose bytes no longer match it (a damaged disk, an edited file, a
 row copied over another) is never used: it counts as a miss, is encoded again and replaced,
-and a warning is logged (``logging``, logger ``embetter_core.cache``). Vectors written before
-checksums existed (no tag) are treated the same way, once: the first run after an upgrade
+and a warning is logged (``logging``, logger ``embetter_core.encoders.cache``). Vectors written
+before checksums existed (no tag) are treated the same way, once: the first run after an upgrade
 re-encodes them, with an info line saying how many. The checksum finds damage, not forgery:
 whoever can write the folder can also write a matching checksum (and the values are pickles),
 so a cache folder must be as trusted as the code. A database that SQLite cannot read raises
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from embetter_core.base import EmbeddingEncoder, as_float32
+from embetter_core.encoders.base import EmbeddingEncoder, as_float32
 from embetter_core.errors import CacheCorruptError, FingerprintMismatchError
 
 FINGERPRINT_KEY = ("embetter-core", "fingerprint")

@@ -1,0 +1,252 @@
+"""The ann engine: spherical k-means cells trained on a sample, each row placed in its
+nearest cell and the further cells it visits, each cell searched exactly against its
+members and visitors, and the recall estimate from an exact check of a row sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    pass
+from embetter_core.dedupe.candidates import AnnCells, RecallSample
+from embetter_core.dedupe.engines import _Collector, _cross_tiles, _Found, _rescore, _run, _tile
+from embetter_core.dedupe.settings import _READ_BLOCK, _SCREEN_SLACK
+
+
+def _ann_search(
+    X: np.ndarray,
+    screen: np.float32,
+    *,
+    nlist: int,
+    nprobe: int,
+    block: int,
+    n_jobs: int,
+    limit: int,
+    seed: int,
+    niter: int = 10,
+    train_per_cell: int = 32,
+    max_probe: int = 32,
+) -> _Found:
+    """Cluster-blocked exact search: each row against the members of its nearest cells
+    (:func:`_train_cells`, :func:`_assign_cells`, :func:`_search_cells`)."""
+    centroids = _train_cells(X, nlist=nlist, seed=seed, niter=niter, train_per_cell=train_per_cell)
+    primary, visit_rows, visit_cells = _assign_cells(
+        X, centroids, screen, nprobe=nprobe, max_probe=max_probe
+    )
+    cells = AnnCells(
+        centroids, primary, visit_rows, visit_cells, nprobe=nprobe, max_probe=max_probe
+    )
+    return _search_cells(X, cells, screen, block=block, n_jobs=n_jobs, limit=limit)
+
+
+def _train_cells(
+    X: np.ndarray, *, nlist: int, seed: int, niter: int = 10, train_per_cell: int = 32
+) -> np.ndarray:
+    """Spherical k-means centres (``nlist x d`` float32), trained on a sample of rows."""
+    import faiss
+
+    n, d = X.shape
+    rng = np.random.default_rng(seed)
+    train_n = min(n, max(train_per_cell * nlist, 10_000))
+    train = X[np.sort(rng.choice(n, size=train_n, replace=False))]
+    kmeans = faiss.Kmeans(
+        d,
+        nlist,
+        niter=niter,
+        spherical=True,
+        seed=seed,
+        min_points_per_centroid=1,
+        max_points_per_centroid=1 << 30,
+    )
+    kmeans.train(train)
+    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+
+
+def _assign_cells(
+    X: np.ndarray, centroids: np.ndarray, screen: np.float32, *, nprobe: int, max_probe: int = 32
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's primary (nearest) cell, and the further cells it visits: its next
+    ``nprobe - 1`` cells and also (up to ``max_probe`` in all) every cell whose centroid is
+    at least ``screen`` similar to it, so a dense cluster that k-means splits over many cells
+    is still searched whole. Returns ``(primary, visit_rows, visit_cells)``."""
+    import faiss
+
+    nlist, d = centroids.shape
+    n = len(X)
+    nprobe = min(nprobe, nlist)
+    wide = min(nlist, max(nprobe, max_probe))
+    primary = np.empty(n, dtype=np.int64)
+    visit_rows, visit_cells = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
+    cells = faiss.IndexFlatIP(d)
+    cells.add(centroids)
+    for start in range(0, n, _READ_BLOCK):
+        rows = X[start : start + _READ_BLOCK]
+        top_s, top = cells.search(rows, nprobe)  # best first
+        more = np.flatnonzero(top_s[:, -1] >= screen)  # may have more cells above `screen`
+        if len(more) and wide > nprobe:
+            more_s, more_top = cells.search(rows[more], wide)
+            top_s = np.pad(top_s, ((0, 0), (0, wide - nprobe)), constant_values=-np.inf)
+            top = np.pad(top, ((0, 0), (0, wide - nprobe)), constant_values=-1)
+            top_s[more], top[more] = more_s, more_top
+        primary[start : start + len(top)] = top[:, 0]
+        visit = top_s[:, 1:] >= screen
+        visit[:, : nprobe - 1] = True
+        r, k = np.nonzero(visit)
+        visit_rows.append(r + start)
+        visit_cells.append(top[r, k + 1].astype(np.int64))
+    return primary, np.concatenate(visit_rows), np.concatenate(visit_cells)
+
+
+def _search_cells(
+    X: np.ndarray,
+    cells: AnnCells,
+    screen: np.float32,
+    *,
+    block: int,
+    n_jobs: int,
+    limit: int,
+    fresh: np.ndarray | None = None,
+) -> _Found:
+    """Cluster-blocked exact search: every row against the members of its own cell and of
+    the cells it visits (so a cell's members meet its members and its visitors).
+
+    ``fresh``: a boolean mask of rows; when given, only the pairs with a fresh row are
+    searched (the comparisons a full search over these cells makes that involve a fresh
+    row), and ``nearest`` holds each row's best among the fresh rows it met (every row it
+    met, for fresh rows).
+    """
+    n = len(X)
+    nlist = len(cells.centroids)
+    primary = cells.primary
+    members = np.argsort(primary, kind="stable")  # each cell's members in row order
+    m_bounds = np.searchsorted(primary[members], np.arange(nlist + 1))
+    by_cell = np.argsort(cells.visit_cells, kind="stable")
+    visitors = cells.visit_rows[by_cell]
+    v_bounds = np.searchsorted(cells.visit_cells[by_cell], np.arange(nlist + 1))
+    cols = 4 * block
+
+    def cell_task(c: int) -> Callable[[], Any]:
+        def task() -> Any:
+            mem = members[m_bounds[c] : m_bounds[c + 1]]
+            queries = np.concatenate([mem, visitors[v_bounds[c] : v_bounds[c + 1]]])
+            best = np.full(len(queries), -np.inf, dtype=np.float32)
+            hits_a, hits_b = [], []
+            # query blocks: the members first (their own upper triangle), then the visitors
+            starts = [*range(0, len(mem), block), *range(len(mem), len(queries), block)]
+            for j0 in range(0, len(mem), cols):
+                Xm = X[mem[j0 : j0 + cols]]
+                for i0 in starts:
+                    i1 = min(i0 + block, len(mem) if i0 < len(mem) else len(queries))
+                    diag = (i0 - j0) if i0 < len(mem) else None
+                    rmax, cmax, r, cc = _tile(X[queries[i0:i1]], Xm, screen, diag)
+                    np.maximum(best[i0:i1], rmax, out=best[i0:i1])
+                    # column maxima: each member's best among these queries (this covers the
+                    # masked lower triangle of the members' own block)
+                    span = slice(j0, j0 + len(cmax))
+                    np.maximum(best[span], cmax, out=best[span])
+                    hits_a.append(queries[r + i0])
+                    hits_b.append(mem[cc + j0])
+            return [queries], [best], hits_a, hits_b
+
+        return task
+
+    def fresh_task(c: int) -> Callable[[], Any]:
+        assert fresh is not None
+
+        def task() -> Any:
+            mem = members[m_bounds[c] : m_bounds[c + 1]]
+            vis = visitors[v_bounds[c] : v_bounds[c + 1]]
+            new_mem, new_vis, old_mem = mem[fresh[mem]], vis[fresh[vis]], mem[~fresh[mem]]
+            rows, best, hits_a, hits_b = [], [], [], []
+            if len(new_mem):  # fresh members against every member and visitor
+                met = np.concatenate([mem, vis])
+                own = np.searchsorted(mem, new_mem)
+                rmax, cmax, q, m = _cross_tiles(
+                    X[new_mem], X[met], screen, block=block, self_cols=own
+                )
+                rows += [new_mem, met]
+                best += [rmax, cmax]
+                hits_a.append(new_mem[q])
+                hits_b.append(met[m])
+            if len(new_vis) and len(old_mem):  # fresh visitors against the other members
+                rmax, cmax, q, m = _cross_tiles(X[new_vis], X[old_mem], screen, block=block)
+                rows += [new_vis, old_mem]
+                best += [rmax, cmax]
+                hits_a.append(new_vis[q])
+                hits_b.append(old_mem[m])
+            return rows, best, hits_a, hits_b
+
+        return task
+
+    if fresh is None:
+        tasks = (cell_task(c) for c in range(nlist))
+    else:
+        visited = cells.visit_cells[fresh[cells.visit_rows]]
+        touched = np.unique(np.concatenate([primary[fresh], visited]))
+        tasks = (fresh_task(int(c)) for c in touched)
+    nearest = np.full(n, -np.inf, dtype=np.float32)
+    found = _Collector(limit)
+    for rows, best, hits_a, hits_b in _run(tasks, n_jobs):
+        for r, b in zip(rows, best, strict=True):
+            np.maximum.at(nearest, r, b)
+        for a, b in zip(hits_a, hits_b, strict=True):
+            found.add(a, b)
+    return _Found(*found.result(unique=True), nearest, cells)
+
+
+def _recall_sample(
+    X: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, floor: float, size: int, seed: int, block: int
+) -> RecallSample:
+    """Exact neighbours (>= floor) of a stratified sample of ``size`` rows, and which of
+    them the candidates ``(lo, hi)`` hold, to estimate ann recall."""
+    n = len(X)
+    rng = np.random.default_rng(seed + 1)
+    has = np.zeros(n, dtype=bool)
+    has[lo] = True
+    has[hi] = True
+    rows_parts = [np.empty(0, dtype=np.int64)]
+    weight_parts = [np.empty(0, dtype=np.float64)]
+    strata = [np.flatnonzero(has), np.flatnonzero(~has)]
+    for k, stratum in enumerate(strata):
+        share = size - size // 2 if k == 0 else size // 2
+        take = min(len(stratum), share)
+        if take:
+            rows_parts.append(np.sort(rng.choice(stratum, size=take, replace=False)))
+            weight_parts.append(np.full(take, len(stratum) / take))
+    rows = np.concatenate(rows_parts)
+    weights = np.concatenate(weight_parts)
+    screen = np.float32(floor - _SCREEN_SLACK)
+    nearest = np.full(len(rows), -np.inf, dtype=np.float32)
+    other_parts, row_parts = [], []
+    Xs = X[rows]
+    for j0 in range(0, n if len(rows) else 0, 8 * block):
+        sims = Xs @ X[j0 : j0 + 8 * block].T
+        own = (rows >= j0) & (rows < j0 + sims.shape[1])
+        sims[np.flatnonzero(own), rows[own] - j0] = -np.inf
+        np.maximum(nearest, sims.max(axis=1), out=nearest)
+        r, c = np.nonzero(sims >= screen)
+        row_parts.append(r)
+        other_parts.append(c + j0)
+    sample_pos = np.concatenate(row_parts) if row_parts else np.empty(0, dtype=np.int64)
+    other = np.concatenate(other_parts) if other_parts else np.empty(0, dtype=np.int64)
+    scores = _rescore(X, rows[sample_pos], other)
+    keep = scores >= floor
+    # found by ann: the candidate set holds the pair
+    cand_keys = np.sort(lo * n + hi)
+    a, b = rows[sample_pos[keep]], other[keep]
+    keys = np.minimum(a, b) * n + np.maximum(a, b)
+    pos = np.searchsorted(cand_keys, keys)
+    found = (pos < len(cand_keys)) & (cand_keys[np.minimum(pos, len(cand_keys) - 1)] == keys)
+    return RecallSample(
+        rows=rows,
+        weights=weights,
+        nearest=nearest,
+        pair_row=sample_pos[keep],
+        other=other[keep],
+        scores=scores[keep],
+        found=found,
+    )

@@ -1,0 +1,216 @@
+"""The checks every search entry point runs before any work: parameters, the embeddings'
+shape and dtype, ids, texts, the keep rule; then the rows read (in blocks) into unit-norm
+float32 in canonical (id) order, with NaN / inf rows refused by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from embetter_core.dedupe.keep import KeepRule, align_values
+from embetter_core.errors import DuplicateSearchError
+
+if TYPE_CHECKING:
+    pass
+from embetter_core.dedupe.candidates import Candidates
+from embetter_core.dedupe.decide import _groups_by_key, _keep_order
+from embetter_core.dedupe.settings import _READ_BLOCK, METHODS
+
+
+def _check_params(
+    threshold: float,
+    floor: float | None,
+    method: str,
+    nprobe: int,
+    n_jobs: int,
+    block_size: int,
+) -> tuple[float, float]:
+    threshold = float(threshold)
+    if not 0.0 < threshold <= 1.0:
+        raise DuplicateSearchError(f"threshold must be in (0, 1], got {threshold}")
+    floor = max(threshold - 0.1, threshold / 2) if floor is None else float(floor)
+    if not 0.0 < floor <= threshold:
+        raise DuplicateSearchError(f"floor must be in (0, threshold={threshold}], got {floor}")
+    if method not in METHODS:
+        raise DuplicateSearchError(f"method must be one of {METHODS}, got {method!r}")
+    for name, value in (("nprobe", nprobe), ("n_jobs", n_jobs), ("block_size", block_size)):
+        if int(value) < 1:
+            raise DuplicateSearchError(f"{name} must be >= 1, got {value}")
+    return threshold, floor
+
+
+def _input_shape(embeddings: Any) -> tuple[Any, int]:
+    """Return a sliceable 2-D matrix (ndarray or h5py Dataset) and its row count."""
+    if _is_h5_dataset(embeddings):
+        matrix = embeddings
+    else:
+        try:
+            matrix = np.asarray(embeddings)
+        except (TypeError, ValueError) as exc:
+            raise DuplicateSearchError(f"embeddings must be a 2-D numeric array: {exc}") from None
+        if matrix.ndim == 1 and matrix.size == 0:
+            matrix = matrix.reshape(0, 0)
+    if len(matrix.shape) != 2:
+        raise DuplicateSearchError(
+            f"embeddings must be 2-D (n rows, d dims), got shape {tuple(matrix.shape)}"
+        )
+    dtype = np.dtype(matrix.dtype)
+    if dtype.kind not in "fiub":
+        raise DuplicateSearchError(f"embeddings must be numeric, got dtype {dtype}")
+    if matrix.shape[0] > 0 and matrix.shape[1] == 0:
+        raise DuplicateSearchError("embeddings have 0 dimensions")
+    return matrix, int(matrix.shape[0])
+
+
+def _is_h5_dataset(obj: Any) -> bool:
+    return type(obj).__module__.startswith("h5py") and hasattr(obj, "shape")
+
+
+def _check_ids(ids: Sequence[Hashable] | None, n: int) -> list[Any]:
+    if ids is None:
+        return list(range(n))
+    values = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+    if len(values) != n:
+        raise DuplicateSearchError(
+            f"ids has length {len(values)} but embeddings have {n} rows; give one id per row"
+        )
+    try:
+        if len(set(values)) == n:  # the common case, fast; else find and name the repeat
+            return values
+    except TypeError:  # an unhashable id, named below
+        pass
+    seen: dict[Any, int] = {}
+    for pos, value in enumerate(values):
+        try:
+            first = seen.setdefault(value, pos)
+        except TypeError:
+            raise DuplicateSearchError(
+                f"id at position {pos} is unhashable ({type(value).__name__})"
+            ) from None
+        if first != pos:
+            raise DuplicateSearchError(
+                f"ids must be unique: {value!r} is at positions {first} and {pos}"
+            )
+    return values
+
+
+def _check_texts(
+    texts: Sequence[str] | Mapping[Hashable, str] | None, ids: list[Any]
+) -> list[str] | None:
+    return None if texts is None else align_values(texts, ids, name="texts")
+
+
+def _canonical_order(ids: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``order``: input rows sorted by id; ``rank``: each input row's place in that order."""
+    n = len(ids)
+    if all(isinstance(i, str) for i in ids):
+        order = np.argsort(np.array(ids, dtype=str), kind="stable")
+    elif all(isinstance(i, int | float | np.integer | np.floating) for i in ids):
+        order = np.argsort(np.array(ids), kind="stable")
+    else:  # mixed types: by type name, then text
+        order = np.array(
+            sorted(range(n), key=lambda i: (type(ids[i]).__name__, str(ids[i]))), dtype=np.int64
+        )
+    order = order.astype(np.int64, copy=False)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    return rank, order
+
+
+def _keep_setup(
+    keep: str | KeepRule | None,
+    keep_values: Sequence[Any] | Mapping[Hashable, Any] | None,
+    texts: list[str] | None,
+    ids: list[Any],
+) -> tuple[KeepRule, Sequence[Any] | Mapping[Hashable, Any] | None, np.ndarray]:
+    """The keep rule, its values (``longest`` / ``shortest`` default to ``texts``) and each
+    row's place in keep order; a bad rule or value fails here, before any work."""
+    rule = KeepRule.parse(keep)
+    if keep_values is None and rule.kind in ("longest", "shortest"):
+        keep_values = texts
+    rule, keep_rank = _keep_order(rule, keep_values, ids)
+    return rule, keep_values, keep_rank
+
+
+def _refuse_bad_rows(bad: np.ndarray, ids: list[Any], what: str = "embedding rows") -> None:
+    """Raise naming up to ten of the rows ``bad`` (positions in ``ids``) that hold NaN or
+    inf."""
+    if len(bad):
+        shown = ", ".join(f"{ids[r]!r} (row {r})" for r in bad[:10])
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise DuplicateSearchError(f"{len(bad)} {what} contain NaN or inf: {shown}{more}")
+
+
+def _load_normalised(
+    matrix: Any, n: int, rank: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit-norm float32 rows in canonical order; zero and non-finite rows stay zero.
+
+    Returns the matrix, the input rows with NaN / inf and the all-zero input rows.
+    """
+    d = int(matrix.shape[1]) if n else 0
+    X = np.empty((n, d), dtype=np.float32)
+    in_order = bool(np.array_equal(rank, np.arange(n)))
+    wide = np.dtype(matrix.dtype) == np.float64  # normalise float64 input before narrowing
+    bad: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
+    zero: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
+    for start in range(0, n, _READ_BLOCK):
+        chunk = np.asarray(matrix[start : start + _READ_BLOCK])
+        for sub in range(0, len(chunk), 8192):  # cache-sized pieces
+            first = start + sub
+            block = chunk[sub : sub + 8192]
+            if not wide:
+                block = block.astype(np.float32, copy=False)
+            finite = np.isfinite(block).all(axis=1)
+            if not finite.all():
+                bad.append(np.flatnonzero(~finite) + first)
+                block = np.where(finite[:, None], block, 0)
+            if wide:  # scale first: squares of huge float64 values overflow
+                peak = np.abs(block).max(axis=1)
+                block = block / np.where(peak > 0, peak, 1.0)[:, None]
+            norms, is_zero = _row_norms(block)
+            if is_zero.any():
+                zero.append(np.flatnonzero(is_zero & finite) + first)
+            if wide:
+                unit = (block / norms[:, None]).astype(np.float32)
+            else:
+                unit = block * _unit_scale(norms)[:, None]
+            if in_order:
+                X[first : first + len(block)] = unit
+            else:
+                X[rank[first : first + len(block)]] = unit
+    return X, np.concatenate(bad), np.concatenate(zero)
+
+
+def _row_norms(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's norm (float64; 1 for an all-zero row, which stays zero) and which rows are
+    all zero."""
+    norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+    is_zero = norms == 0
+    norms[is_zero] = 1.0
+    return norms, is_zero
+
+
+def _unit_scale(norms: np.ndarray) -> np.ndarray:
+    """The float32 factors that make float32 rows unit-norm: ``block * scale[:, None]`` (an
+    incremental run keeps them, so that it remakes the same unit rows)."""
+    return (1.0 / norms).astype(np.float32)
+
+
+def _identical_rows(matrix: Any, cand: Candidates, ids: list[Any]) -> list[list[Any]]:
+    """Groups of bitwise identical rows. Identical rows score 1, so only the rows of
+    candidate pairs scoring ~1 are read back and hashed."""
+    import hashlib
+
+    near = cand.scores >= np.float32(0.9999)
+    rows = np.unique(np.concatenate([cand.a[near], cand.b[near]]))
+    if not len(rows):
+        return []
+    raw = np.asarray(matrix[rows.tolist()] if _is_h5_dataset(matrix) else matrix[rows])
+    keys: list[Any] = [None] * len(ids)
+    for row, values in zip(rows.tolist(), np.ascontiguousarray(raw), strict=True):
+        keys[row] = hashlib.blake2b(values.tobytes(), digest_size=16).digest()
+    return _groups_by_key(keys, ids, cand.rank)

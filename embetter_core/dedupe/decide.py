@@ -1,0 +1,183 @@
+"""From candidates to a decision: the pairs at a threshold, their clusters (connected
+components), and the rows removed in keep order (a row is removed only for a kept row it
+directly duplicates, never through a chain); also the exact-duplicate groups.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from embetter_core.dedupe.keep import KeepRule, align_values
+from embetter_core.errors import DuplicateSearchError
+
+if TYPE_CHECKING:
+    pass
+from embetter_core.dedupe.candidates import Candidates
+
+
+def _check_threshold(threshold: float, floor: float) -> float:
+    threshold = float(threshold)
+    if not floor <= threshold <= 1.0:
+        raise DuplicateSearchError(
+            f"threshold {threshold} is outside [{floor}, 1]: candidates were kept "
+            f"down to floor={floor}; run find_duplicates again with floor <= {threshold}"
+        )
+    return threshold
+
+
+def _keep_order(
+    keep: str | KeepRule | None,
+    keep_values: Sequence[Any] | Mapping[Hashable, Any] | None,
+    ids: list[Any],
+) -> tuple[KeepRule, np.ndarray]:
+    """The keep rule, and each row's place in its order."""
+    rule = KeepRule.parse(keep)
+    values = None if keep_values is None else align_values(keep_values, ids)
+    return rule, rule.rank(values, n=len(ids))
+
+
+def _decide(
+    ids: list[Any], cand: Candidates, threshold: float, keep_rank: np.ndarray | None
+) -> tuple[list[tuple[Any, Any, float]], list[list[Any]], dict[Any, tuple[Any, float]]]:
+    """The pairs at ``threshold``, their clusters (connected components, members in id
+    order), and the removed rows: rows taken in ``keep_rank`` order (None: input order),
+    each removed when it pairs with a row kept before it, pointing at the best such row."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(ids)
+    rank = cand.rank
+    take = cand.scores >= np.float32(threshold)
+    a, b, s = cand.a[take], cand.b[take], cand.scores[take]
+    id_arr = np.empty(n, dtype=object)
+    id_arr[:] = ids
+    scores = np.round(s.astype(np.float64), 6)
+    pairs = list(zip(id_arr[a].tolist(), id_arr[b].tolist(), scores.tolist(), strict=True))
+
+    clusters: list[list[Any]] = []
+    removed: dict[Any, tuple[Any, float]] = {}
+    if len(a):
+        graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+        _, labels = connected_components(graph, directed=False)
+        sizes = np.bincount(labels)
+        rows = np.flatnonzero(sizes[labels] > 1)
+        rows = rows[np.lexsort((rank[rows], labels[rows]))]
+        starts = np.flatnonzero(np.r_[True, labels[rows][1:] != labels[rows][:-1]])
+        groups = np.split(rows, starts[1:])
+        groups.sort(key=lambda g: (-len(g), rank[g[0]]))
+        clusters = [id_arr[g].tolist() for g in groups]
+        if keep_rank is None:
+            keep_rank = np.arange(n, dtype=np.int64)
+        gone, kept_by, score = _remove_in_keep_order(n, a, b, s, keep_rank)
+        removed = dict(
+            zip(
+                id_arr[gone].tolist(),
+                zip(id_arr[kept_by].tolist(), np.round(score, 6).tolist(), strict=True),
+                strict=True,
+            )
+        )
+    return pairs, clusters, removed
+
+
+def _remove_in_keep_order(
+    n: int, a: np.ndarray, b: np.ndarray, scores: np.ndarray, keep_rank: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy removal over the pair graph: rows in ``keep_rank`` order, each removed when it
+    pairs with an already kept row, else kept. Returns the removed rows (in keep order),
+    for each the kept row it pairs with best (ties: the earliest in keep order), and that
+    pair's score.
+
+    A row's fate depends only on its partners earlier in keep order, so rows are decided in
+    rounds, all at once: removed as soon as an earlier partner is kept, kept once every
+    earlier partner is removed. Rounds stop when a round decides few rows (a long chain needs
+    one round per link); the rest are decided one by one, in keep order.
+    """
+    # each pair seen from its later row (in keep order): only an earlier row can be kept
+    # before it; per later row, its earlier partners best score first, ties in keep order
+    early = keep_rank[a] < keep_rank[b]
+    later = np.where(early, b, a)
+    earlier = np.where(early, a, b)
+    order = _lexsort_by_later(keep_rank[later], keep_rank[earlier], scores)
+    later, earlier, pair_scores = later[order], earlier[order], scores[order]
+
+    undecided, kept, removed = 0, 1, 2
+    state = np.full(n, kept, dtype=np.int8)
+    state[later] = undecided  # a row with no earlier partner is kept
+    open_pairs = np.arange(len(later))
+    while len(open_pairs):
+        left = open_pairs[state[later[open_pairs]] == undecided]
+        rows = np.unique(later[left])
+        if len(rows) < 64:
+            break
+        partner = state[earlier[left]]
+        has_kept = np.zeros(n, dtype=bool)
+        has_kept[later[left[partner == kept]]] = True
+        waits = np.zeros(n, dtype=bool)
+        waits[later[left[partner == undecided]]] = True
+        state[rows[has_kept[rows]]] = removed
+        state[rows[~has_kept[rows] & ~waits[rows]]] = kept
+        open_pairs = left
+        if (state[rows] != undecided).sum() < len(rows) // 8:  # slow progress: a long chain
+            break
+    left = open_pairs[state[later[open_pairs]] == undecided]
+    if len(left):  # the rest, one by one in keep order
+        bounds = np.flatnonzero(np.r_[True, later[left][1:] != later[left][:-1], True])
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            row = int(later[left[lo]])
+            hit = state[earlier[left[lo:hi]]] == kept
+            state[row] = removed if hit.any() else kept
+
+    # each removed row's best kept partner: the first such pair of its (sorted) run
+    take = np.flatnonzero((state[later] == removed) & (state[earlier] == kept))
+    first = take[np.r_[True, later[take][1:] != later[take][:-1]]] if len(take) else take
+    return later[first], earlier[first], pair_scores[first].astype(np.float64)
+
+
+def _lexsort_by_later(
+    later_rank: np.ndarray, earlier_rank: np.ndarray, scores: np.ndarray
+) -> np.ndarray:
+    """``np.lexsort((earlier_rank, -scores, later_rank))``, 4x faster when the scores come
+    sorted descending (candidate order): one sort of (later rank, position) keys, which are
+    unique, then each run of equal later rank and score put in ``earlier_rank`` order."""
+    m = len(scores)
+    if m < 2 or int(later_rank.max()) >= 2**62 // m or not (scores[:-1] >= scores[1:]).all():
+        return np.lexsort((earlier_rank, -scores, later_rank))
+    order = np.argsort(later_rank.astype(np.int64) * m + np.arange(m))
+    rank, score = later_rank[order], scores[order]
+    tie = (rank[1:] == rank[:-1]) & (score[1:] == score[:-1])
+    if tie.any():
+        at = np.flatnonzero(np.r_[tie, False] | np.r_[False, tie])
+        run = np.cumsum(np.r_[True, ~tie])[at]
+        order[at] = order[at[np.lexsort((earlier_rank[order[at]], run))]]
+    return order
+
+
+def _groups_by_key(keys: list[Any], ids: list[Any], rank: np.ndarray) -> list[list[Any]]:
+    """Groups (size >= 2) of ids sharing a key (None never groups), in id order; largest
+    first, ties by first id."""
+    import pandas as pd
+
+    kinds = set(map(type, keys))
+    if kinds <= {str, bytes, type(None)}:  # texts, digests: a dict, 5x faster than factorize
+        first: dict[Any, int] = {}  # a key's first row names its group
+        codes = np.fromiter(
+            map(first.setdefault, keys, itertools.count()), dtype=np.int64, count=len(keys)
+        )
+        if None in first:
+            codes[codes == first[None]] = -1
+    else:
+        codes = np.asarray(pd.factorize(pd.Series(keys, dtype=object))[0])  # None -> -1
+    rows = np.flatnonzero(codes >= 0)
+    rows = rows[np.bincount(codes[rows])[codes[rows]] > 1]  # keys held by several rows
+    rows = rows[np.lexsort((rank[rows], codes[rows]))]
+    starts = np.flatnonzero(np.r_[True, codes[rows][1:] != codes[rows][:-1]])
+    sizes = np.diff(np.r_[starts, len(rows)])
+    starts, sizes = starts[sizes > 1], sizes[sizes > 1]
+    groups = []
+    for k in np.lexsort((rank[rows[starts]], -sizes)).tolist():
+        groups.append([ids[r] for r in rows[starts[k] : starts[k] + sizes[k]].tolist()])
+    return groups
