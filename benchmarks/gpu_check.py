@@ -155,7 +155,7 @@ def image_files(folder: str, n: int) -> list[str]:
 def check_images(args: argparse.Namespace, cuda: bool, device: str) -> dict[str, float]:
     from embetter_core import ClipEncoder
     from embetter_core.encoders.device import host_threads
-    from embetter_core.encoders.vision import _image_workers
+    from embetter_core.encoders.vision import image_workers
 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = clip_checkpoint(tmp, args.clip_model)
@@ -164,7 +164,7 @@ def check_images(args: argparse.Namespace, cuda: bool, device: str) -> dict[str,
             args.clip_model, pretrained=checkpoint, device=device, batch_size=args.image_batch_size
         )
         enc.transform(paths[: args.image_batch_size])  # load + warm up
-        workers = _image_workers(device) if cuda else min(2, host_threads())
+        workers = image_workers(device) if cuda else min(2, host_threads())
 
         def today() -> np.ndarray:
             out = np.empty((len(paths), enc.embedding_dim()), dtype=np.float32)

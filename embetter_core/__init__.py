@@ -36,6 +36,7 @@ _EXPORTS = {
     "find_duplicates_incremental": "embetter_core.dedupe",
     "ReferenceMatches": "embetter_core.dedupe",
     "KeepRule": "embetter_core.dedupe",
+    "SearchSettings": "embetter_core.dedupe",
     "find_duplicates_two_stage": "embetter_core.dedupe",
     "DifferenceClassifier": "embetter_core.difference",
     "ModalEncoder": "embetter_core.offload",

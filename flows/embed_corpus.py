@@ -21,14 +21,15 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.utilities.annotations import quote
 
-from embetter_core.corpus import Corpus, keep_values_for
+from embetter_core.corpus import Corpus
 from embetter_core.dedupe import DuplicateReport
+from flows.checks import check_before_work
 from flows.cli import Stopped, error_line, stop_on_signals, temporary_server
 from flows.embed_params import DEMO_CORPUS, EmbedParams
+from flows.embed_report import EmbedResult, publish_report
 from flows.embed_steps import (
     apply_difference_model,
     cache_folder,
-    check_before_work,
     embed_and_persist,
     embed_reference,
     ingest_reference,
@@ -39,9 +40,8 @@ from flows.offline import use_offline_defaults
 from flows.params import add_options, flow_with_params, options_given
 from tasks.dedupe import find_duplicates_in_store
 from tasks.incremental import find_duplicates_incremental_in_store
-from tasks.ingest import ingest
+from tasks.ingest import ingest, keep_values
 from tasks.persist import commit_store
-from tasks.report import EmbedResult, publish_report
 
 __all__ = [
     "DEMO_CORPUS",
@@ -82,7 +82,7 @@ def embed_corpus(params: EmbedParams) -> EmbedResult:
         params.input_path, params.text_column, params.id_column, params.skip_invalid
     )
     reference_corpus = ingest_reference(params)  # a bad reference file fails here
-    keep_values = keep_values_for(params.keep, corpus)  # a bad --keep column fails here
+    values = keep_values(params.keep, quote(corpus))  # a bad --keep column fails here
     writer, counts = embed_and_persist(corpus, spec, fingerprint, cache, params)
     store_path: Path = commit_store(writer)
     reference_store = embed_reference(reference_corpus, spec, fingerprint, cache, params)
@@ -93,7 +93,7 @@ def embed_corpus(params: EmbedParams) -> EmbedResult:
     report: DuplicateReport
     if params.incremental:  # only new and edited rows are searched; the same result
         report = find_duplicates_incremental_in_store(
-            str(store_path), threshold, params.dedupe_method, params.keep, quote(keep_values)
+            str(store_path), threshold, params.dedupe_method, params.keep, quote(values)
         )
     else:  # nothing re-thresholds this report: search no lower than it decides
         report = find_duplicates_in_store(
@@ -101,7 +101,7 @@ def embed_corpus(params: EmbedParams) -> EmbedResult:
             first_threshold,
             params.dedupe_method,
             params.keep,
-            quote(keep_values),
+            quote(values),
             floor=first_threshold,
         )
     decider, decider_cache, two_stage = spec, cache, None

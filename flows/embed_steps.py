@@ -1,11 +1,18 @@
-"""The steps of the embed-corpus flow between its tasks: checks before any work, the
-chunked encode-and-persist loop, the reference corpus, the two-stage rescore and the
-difference model. ``flows/embed_corpus.py`` reads as the pipeline; the work is here."""
+"""The steps of the embed-corpus flow between its tasks: the chunked encode-and-persist
+loop, the reference corpus, the two-stage rescore and the difference model.
+``flows/embed_corpus.py`` reads as the pipeline; the checks before any work are in
+``flows/checks.py``, the report and the run's result in ``flows/embed_report.py``.
+
+The rule for what lives here: work done inside the flow run (reading, encoding, searching,
+scoring, writing, anything a person should see as a task run in the UI) goes through a task
+in ``tasks/``; the plain functions of ``flows/`` only orchestrate (choose which tasks run on
+what, chunk the rows, hand results on, log and report progress) or check before any work.
+Tasks never import flows.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import sys
 from collections import deque
@@ -19,28 +26,21 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture
 from prefect.utilities.annotations import quote
 
-from embetter_core import store as store_lib
-from embetter_core.corpus import Corpus, check_deduplicated_path
-from embetter_core.dedupe import (
-    DuplicateReport,
-    ReferenceMatches,
-    candidate_rows,
-    check_reference_store,
-)
+from embetter_core.corpus import Corpus
+from embetter_core.dedupe import DuplicateReport, ReferenceMatches
 from embetter_core.encoders import EncoderSpec
 from embetter_core.store import StoreWriter
-from flows.cli import check_model_loads
 from flows.embed_params import EmbedParams, is_store
-from tasks.dedupe import rescore_duplicates
-from tasks.embed import cached_encoder, embed_chunk
-from tasks.ingest import ingest
+from tasks.dedupe import find_candidate_rows, rescore_duplicates
+from tasks.embed import embed_chunk
+from tasks.ingest import hash_corpus, ingest
 from tasks.persist import commit_store, create_store, persist_chunk
 from tasks.reference import (
     ReferenceOutputs,
     find_reference_duplicates_in_store,
     write_reference_pairs,
 )
-from tasks.score import score_candidate_pairs
+from tasks.score import keep_likely_pairs, score_candidate_pairs
 
 
 def cache_folder(cache_dir: str, spec: EncoderSpec, fingerprint: str | None = None) -> str:
@@ -54,66 +54,6 @@ def cache_folder(cache_dir: str, spec: EncoderSpec, fingerprint: str | None = No
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(spec.model_name).name).strip("-") or "model"
     digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:10]
     return str(Path(cache_dir) / f"{slug}-{digest}")
-
-
-def check_before_work(params: EmbedParams, spec: EncoderSpec, cache: str) -> None:
-    """Fail before any work on what would fail later: an output or cache folder that cannot
-    be written, Modal without a token or network, a difference model of another encoder, a
-    model that is not on this disk (loaded now into the encoder the chunks use)."""
-    check_outputs(params)
-    check_backend(spec)
-    rescore_spec = params.rescore_spec()
-    check_difference_model(params.difference_model, rescore_spec or spec, params.rescore)
-    if spec.backend == "local":
-        check_model_loads(cached_encoder(spec, cache).encoder)
-    if rescore_spec is not None:
-        rescore_cache = cache_folder(params.cache_dir, rescore_spec)
-        check_model_loads(cached_encoder(rescore_spec, rescore_cache).encoder)
-    check_reference(params.reference, spec, cache)
-
-
-def check_outputs(params: EmbedParams) -> None:
-    """Fail before any work when an output folder cannot be written."""
-    store_lib.check_writable(params.output)
-    for folder, option in [(params.report_dir, "--report-dir"), (params.cache_dir, "--cache-dir")]:
-        try:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PermissionError(f"cannot create the folder {folder} ({option}): {exc}") from exc
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise PermissionError(f"the folder {folder} ({option}) is not writable")
-    if params.write_deduplicated:
-        check_deduplicated_path(str(params.input_path), params.write_deduplicated)
-
-
-def check_difference_model(path: str | None, spec: EncoderSpec, rescore: str | None = None) -> None:
-    """Refuse, before any work, a difference model trained with another encoder than
-    ``spec``, the one that decides the pairs (with ``--rescore``, the rescore encoder)."""
-    if path:
-        from embetter_core.difference import DifferenceClassifier
-        from embetter_core.errors import FingerprintMismatchError
-
-        try:
-            DifferenceClassifier.load(path, enc=spec.build_local())
-        except FingerprintMismatchError as exc:
-            if rescore is None:
-                raise
-            raise FingerprintMismatchError(
-                f"with --rescore {rescore} the difference model scores the {rescore} "
-                f"encoder's pairs, so it must be trained with that encoder: {exc}"
-            ) from exc
-
-
-def check_reference(reference: str | None, spec: EncoderSpec, cache: str) -> None:
-    """Refuse, before any encoding, a reference store written by another encoder (both
-    fingerprints named) or, where the local encoder says its dimension, of another one."""
-    if reference is None or not is_store(reference):
-        return
-    dim = None
-    if spec.backend == "local":
-        embedding_dim = getattr(cached_encoder(spec, cache).encoder, "embedding_dim", None)
-        dim = embedding_dim() if embedding_dim is not None else None
-    check_reference_store(reference, fingerprint=spec.build_local().fingerprint(), dim=dim)
 
 
 def ingest_reference(params: EmbedParams) -> Corpus | None:
@@ -174,14 +114,6 @@ def match_reference(
     )
 
 
-def check_backend(spec: EncoderSpec) -> None:
-    """With Modal offload, stop before any work when no token or network is there."""
-    if spec.backend == "modal":
-        from embetter_core.offload import APP_NAME, check_modal_ready
-
-        check_modal_ready(APP_NAME)
-
-
 def apply_difference_model(
     report: DuplicateReport,
     corpus: Corpus,
@@ -204,9 +136,7 @@ def apply_difference_model(
     )
     if params.min_probability is None:
         return report, probabilities
-    keep = probabilities >= params.min_probability
-    get_run_logger().info("difference model keeps %d of %d pairs", keep.sum(), len(keep))
-    return report.keep_pairs(keep), probabilities[keep]
+    return keep_likely_pairs(quote(report), quote(probabilities), params.min_probability)
 
 
 def encoder_items(corpus: Corpus, spec: EncoderSpec) -> Any:
@@ -261,7 +191,7 @@ def embed_and_persist(
                     int(vectors.shape[1]),
                     fingerprint,
                     corpus.source,
-                    corpus.corpus_hash(),
+                    hash_corpus(quote(corpus)),
                     params.chunk_size,
                 )
             persist_chunk(
@@ -333,7 +263,7 @@ def rescore_candidates(
     ``threshold``. Returns the final report and what the report says about the two stages.
     """
     logger = get_run_logger()
-    rows = candidate_rows(first)
+    rows = find_candidate_rows(quote(first))
     logger.info(
         "two-stage: %d of %d rows are in a first-stage pair at %g; encoding them with %s",
         len(rows),

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from prefect import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from embetter_core.difference import FEATURES
+from embetter_core.difference import FEATURES, DifferenceClassifier
 from embetter_core.encoders import DEFAULT_MODEL, EncoderSpec
 from embetter_core.files import check_outputs_apart
 from flows.cli import Stopped, check_model_loads, error_line, stop_on_signals, temporary_server
@@ -31,10 +33,11 @@ from tasks.train import (
     evaluate,
     fit_model,
     load_pairs,
+    publish_evaluation,
     render_markdown,
-    report_evaluation,
     save_model,
     split,
+    write_eval,
 )
 
 __all__ = ["ARTIFACT_KEY", "TrainParams", "render_markdown", "train_difference", "main"]
@@ -133,6 +136,41 @@ def train_difference(params: TrainParams) -> dict[str, Any]:
         test_size=params.test_size,
         seed=params.seed,
     )
+
+
+def report_evaluation(
+    scores: dict[str, Any],
+    model: DifferenceClassifier,
+    model_path: str,
+    eval_dir: str,
+    *,
+    pairs: str,
+    features: Sequence[str],
+    test_size: float,
+    seed: int,
+) -> dict[str, Any]:
+    """Write ``eval.json`` (the test ``scores`` and what produced them) into ``eval_dir``,
+    publish it as a markdown artifact and log the comparison; returns it, with ``eval_path``.
+    """
+    result = {
+        **scores,
+        "pairs": str(pairs),
+        "features": list(features),
+        "encoder": model.enc.fingerprint(),
+        "test_size": test_size,
+        "seed": seed,
+        "model_path": model_path,
+    }
+    eval_path = write_eval(result, eval_dir)
+    publish_evaluation(result)
+    get_run_logger().info(
+        "model F1 %.3f vs cosine F1 %.3f; model at %s, evaluation at %s",
+        result["model"]["f1"],
+        result["cosine"]["f1"],
+        model_path,
+        eval_path,
+    )
+    return {**result, "eval_path": eval_path}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -6,14 +6,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+import numpy as np
 
-from embetter_core.dedupe import DuplicateReport, find_duplicates, rescore_report
+from embetter_core.dedupe import DuplicateReport, candidate_rows, find_duplicates, rescore_report
 from embetter_core.store import EmbeddingStore, write_kept
+from tasks.options import step
 
 
-@task(name="find-duplicates", cache_policy=NO_CACHE, persist_result=False)
+@step("find-duplicates")
 def find_duplicates_in_store(
     store_path: str,
     threshold: float,
@@ -38,7 +38,14 @@ def find_duplicates_in_store(
         )
 
 
-@task(name="rescore-duplicates", cache_policy=NO_CACHE, persist_result=False)
+@step("candidate-rows")
+def find_candidate_rows(report: DuplicateReport) -> np.ndarray:
+    """The first stage of a two-stage dedupe: the rows (ascending) in one of ``report``'s
+    pairs, the ones the second encoder re-encodes."""
+    return candidate_rows(report)
+
+
+@step("rescore-duplicates")
 def rescore_duplicates(
     first: DuplicateReport,
     rows: Sequence[int],
@@ -51,7 +58,7 @@ def rescore_duplicates(
     return rescore_report(first, rows, vectors, threshold, method=method)
 
 
-@task(name="record-kept", cache_policy=NO_CACHE, persist_result=False)
+@step("record-kept")
 def record_kept(store_path: str, report: DuplicateReport) -> Path:
     """Write the report's decision into the store: its ``kept`` dataset (atomically)."""
     return write_kept(

@@ -6,11 +6,9 @@ import threading
 from typing import Any
 
 import numpy as np
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from embetter_core.encoders import CachedEncoder, EncoderSpec
-from tasks.retry import RETRYING
+from tasks.options import step
 
 _ENCODERS: dict[tuple[str, str], CachedEncoder] = {}
 _LOCK = threading.Lock()
@@ -26,13 +24,7 @@ def cached_encoder(spec: EncoderSpec, cache_dir: str) -> CachedEncoder:
         return enc
 
 
-@task(
-    name="embed-chunk",
-    **RETRYING,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-    task_run_name="embed-chunk-{chunk}",
-)
+@step("embed-chunk", retrying=True, task_run_name="embed-chunk-{chunk}")
 def embed_chunk(
     items: list[Any], chunk: int, spec: EncoderSpec, cache_dir: str
 ) -> tuple[np.ndarray, dict[str, int]]:

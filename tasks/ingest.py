@@ -1,14 +1,17 @@
-"""Ingest: read and validate a corpus file or image folder."""
+"""Ingest: read and validate a corpus file or image folder; what the run needs of it besides
+its rows (the keep rule's values, its hash)."""
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from typing import Any
 
-from embetter_core.corpus import Corpus, read_corpus
+from prefect import get_run_logger
+
+from embetter_core.corpus import Corpus, keep_values_for, read_corpus
+from tasks.options import step
 
 
-@task(name="ingest", cache_policy=NO_CACHE, persist_result=False)
+@step("ingest")
 def ingest(
     path: str, text_column: str = "text", id_column: str | None = None, skip_invalid: bool = False
 ) -> Corpus:
@@ -20,3 +23,17 @@ def ingest(
         "ingested %d rows from %s (%d skipped)", len(corpus), corpus.source, len(corpus.skipped)
     )
     return corpus
+
+
+@step("keep-values")
+def keep_values(keep: str, corpus: Corpus) -> list[Any] | None:
+    """The values the keep rule ``keep`` needs, one per row of ``corpus`` (text lengths, or
+    a column read from its file), None for a rule that needs none; a rule that cannot apply
+    (a missing column, an image folder) raises, naming ``--keep``."""
+    return keep_values_for(keep, corpus)
+
+
+@step("hash-corpus")
+def hash_corpus(corpus: Corpus) -> str:
+    """The corpus's hash, stored with its vectors (an image corpus's files are read)."""
+    return corpus.corpus_hash()

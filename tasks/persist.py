@@ -6,15 +6,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import get_run_logger
 
 from embetter_core import store
 from embetter_core.store import EmbeddingStore, StoreWriter
-from tasks.retry import RETRYING
+from tasks.options import step
 
 
-@task(name="create-store", cache_policy=NO_CACHE, persist_result=False)
+@step("create-store")
 def create_store(
     path: str, n: int, dim: int, fingerprint: str, source: str, corpus_hash: str, chunk_rows: int
 ) -> StoreWriter:
@@ -31,13 +30,7 @@ def create_store(
     )
 
 
-@task(
-    name="persist-chunk",
-    **RETRYING,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-    task_run_name="persist-chunk-{chunk}",
-)
+@step("persist-chunk", retrying=True, task_run_name="persist-chunk-{chunk}")
 def persist_chunk(
     writer: StoreWriter,
     rows: int | Sequence[int] | np.ndarray,
@@ -51,7 +44,7 @@ def persist_chunk(
     return len(ids)
 
 
-@task(name="commit-store", cache_policy=NO_CACHE, persist_result=False)
+@step("commit-store")
 def commit_store(writer: StoreWriter) -> Path:
     """Check every row was written and rename the store into place."""
     path = writer.commit()

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import get_run_logger
 
 from embetter_core import report as render
 from embetter_core.dedupe import REFERENCE_PAIRS_CSV, ReferenceMatches, find_reference_duplicates
 from embetter_core.store import EmbeddingStore
+from tasks.options import step
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class ReferenceOutputs:
     section: str = ""
 
 
-@task(name="find-reference-duplicates", cache_policy=NO_CACHE, persist_result=False)
+@step("find-reference-duplicates")
 def find_reference_duplicates_in_store(
     store_path: str, reference_store: str, threshold: float, method: str = "auto"
 ) -> ReferenceMatches:
@@ -60,7 +60,7 @@ def find_reference_duplicates_in_store(
     return matches
 
 
-@task(name="write-reference-pairs", cache_policy=NO_CACHE, persist_result=False)
+@step("write-reference-pairs")
 def write_reference_pairs(
     matches: ReferenceMatches,
     report_dir: str,

@@ -1,4 +1,5 @@
-"""Thin Prefect tasks for training a difference model: load pairs, fit, evaluate, save."""
+"""Thin Prefect tasks for training a difference model: load pairs, fit, evaluate, save, and
+publish the evaluation."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 
 from embetter_core.difference import (
     DifferenceClassifier,
@@ -21,9 +21,10 @@ from embetter_core.difference import (
     split_pairs,
 )
 from embetter_core.encoders import EncoderSpec, cached
+from tasks.options import step
 
 
-@task(cache_policy=NO_CACHE)
+@step()
 def load_pairs(
     path: str, text_a: str, text_b: str, label: str, group: str | None = None
 ) -> pd.DataFrame:
@@ -33,14 +34,14 @@ def load_pairs(
     return out
 
 
-@task(cache_policy=NO_CACHE)
+@step()
 def split(frame: pd.DataFrame, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Train / test row indices (grouped when the frame has a ``group`` column)."""
     groups = frame.get("group")
     return split_pairs(frame["label"], test_size=test_size, seed=seed, groups=groups)
 
 
-@task(cache_policy=NO_CACHE)
+@step()
 def fit_model(
     frame: pd.DataFrame,
     rows: np.ndarray,
@@ -58,7 +59,7 @@ def fit_model(
     return model.fit(part["a"], part["b"], part["label"])
 
 
-@task(cache_policy=NO_CACHE)
+@step()
 def evaluate(
     model: DifferenceClassifier, frame: pd.DataFrame, train: np.ndarray, test: np.ndarray
 ) -> dict[str, Any]:
@@ -73,14 +74,14 @@ def evaluate(
     return result
 
 
-@task(cache_policy=NO_CACHE)
+@step()
 def save_model(model: DifferenceClassifier, path: str) -> str:
     """Save the model with skops (``save`` writes atomically); returns the path."""
     model.save(path)
     return str(Path(path))
 
 
-@task(cache_policy=NO_CACHE)
+@step()
 def write_eval(result: dict[str, Any], folder: str) -> str:
     """Write ``eval.json`` into ``folder``; returns its path."""
     target = Path(folder) / "eval.json"
@@ -105,43 +106,15 @@ def _plain(value: Any) -> Any:
 ARTIFACT_KEY = "difference-model-eval"
 
 
-def report_evaluation(
-    scores: dict[str, Any],
-    model: DifferenceClassifier,
-    model_path: str,
-    eval_dir: str,
-    *,
-    pairs: str,
-    features: Sequence[str],
-    test_size: float,
-    seed: int,
-) -> dict[str, Any]:
-    """Write ``eval.json`` (the test ``scores`` and what produced them) into ``eval_dir``,
-    publish it as a markdown artifact and log the comparison; returns it, with ``eval_path``.
-    """
-    result = {
-        **scores,
-        "pairs": str(pairs),
-        "features": list(features),
-        "encoder": model.enc.fingerprint(),
-        "test_size": test_size,
-        "seed": seed,
-        "model_path": model_path,
-    }
-    eval_path = write_eval(result, eval_dir)
+@step()
+def publish_evaluation(result: dict[str, Any]) -> None:
+    """The evaluation as a markdown artifact (:data:`ARTIFACT_KEY`): the model's and the
+    tuned cosine threshold's test metrics."""
     create_markdown_artifact(
         markdown=render_markdown(result),
         key=ARTIFACT_KEY,
         description="DifferenceClassifier vs tuned cosine threshold",
     )
-    get_run_logger().info(
-        "model F1 %.3f vs cosine F1 %.3f; model at %s, evaluation at %s",
-        result["model"]["f1"],
-        result["cosine"]["f1"],
-        model_path,
-        eval_path,
-    )
-    return {**result, "eval_path": eval_path}
 
 
 def render_markdown(result: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ import pytest
 from embetter_core import dedupe
 from embetter_core.dedupe import DuplicateReport, checks, find_duplicates
 from embetter_core.dedupe import find as find_module
+from embetter_core.dedupe import settings as settings_module
 from embetter_core.errors import DuplicateSearchError
 
 
@@ -261,7 +262,7 @@ def test_auto_picks_exact_below_the_crossover_and_ann_above(monkeypatch) -> None
     X = planted(600, seed=8)
     report = find_duplicates(X, threshold=0.9)
     assert report.method == "exact" and report.params["requested_method"] == "auto"
-    monkeypatch.setattr(find_module, "AUTO_EXACT_MAX_ROWS", 500)
+    monkeypatch.setattr(settings_module, "AUTO_EXACT_MAX_ROWS", 500)
     assert find_duplicates(X, threshold=0.9).method == "ann"
 
 

@@ -325,10 +325,10 @@ def test_parallel_image_path_names_a_bad_file(clip, picture_files, tmp_path):
 
 
 def test_image_workers_only_on_cuda():
-    assert vision_module._image_workers("cpu") == 0
-    assert vision_module._image_workers("mps") == 0
-    assert vision_module._image_workers("cuda") >= 1
-    assert vision_module._image_workers("cuda:1") >= 1
+    assert vision_module.image_workers("cpu") == 0
+    assert vision_module.image_workers("mps") == 0
+    assert vision_module.image_workers("cuda") >= 1
+    assert vision_module.image_workers("cuda:1") >= 1
 
 
 # -- the benchmark runs without a GPU -------------------------------------------------------

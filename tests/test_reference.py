@@ -199,12 +199,32 @@ def test_bad_reference_rows_and_ids_are_named() -> None:
         find_reference_duplicates(X, R, reference_ids=["a", "b", "c"])
 
 
-def test_find_duplicates_with_a_reference_delegates() -> None:
+def test_find_duplicates_with_a_reference_is_deprecated_and_delegates() -> None:
     from embetter_core.dedupe import find_duplicates
 
     X, R = planted(n=200, m=900, seed=9)
     ids = [f"r{i}" for i in range(len(X))]
-    via = find_duplicates(X, ids=ids, reference=R, threshold=0.9, method="exact")
+    with pytest.warns(DeprecationWarning, match=r"call embetter_core\.dedupe\.find_reference_dup"):
+        via = find_duplicates(X, ids=ids, reference=R, threshold=0.9, method="exact")
     direct = find_reference_duplicates(X, R, ids=ids, threshold=0.9, method="exact")
     assert isinstance(via, ReferenceMatches)
     assert via.pairs == direct.pairs and len(via) > 0
+
+
+def test_every_entry_point_takes_the_search_settings_as_keywords_or_one_object() -> None:
+    from embetter_core.dedupe import SearchSettings, find_duplicates
+
+    X, R = planted(n=300, m=400, seed=4)
+    settings = SearchSettings(nprobe=2, nlist=8, seed=5)
+    by_object = find_reference_duplicates(X, R, threshold=0.9, method="ann", settings=settings)
+    by_keywords = find_reference_duplicates(
+        X, R, threshold=0.9, method="ann", nprobe=2, nlist=8, seed=5
+    )
+    assert by_object.pairs == by_keywords.pairs and by_object.params == by_keywords.params
+    assert by_object.params["nprobe"] == 2 and by_object.params["seed"] == 5
+    report = find_duplicates(X, threshold=0.9, method="ann", settings=settings, seed=6)
+    assert report.params["seed"] == 6 and report.params["nlist"] == 8  # keywords win
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nprobes'"):
+        find_duplicates(X, threshold=0.9, nprobes=3)
+    with pytest.raises(DuplicateSearchError, match="block_size must be >= 1, got 0"):
+        find_reference_duplicates(X, R, block_size=0)

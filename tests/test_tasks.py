@@ -1,14 +1,45 @@
-"""Task-level behaviour: retries for transient failures only, one model per process."""
+"""Task-level behaviour: the shared options, retries for transient failures only, one model
+per process."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import numpy as np
 import pytest
-from prefect import flow
+from prefect import Task, flow
+from prefect.cache_policies import NO_CACHE
 
+import tasks
 import tasks.embed as embed_module
 from embetter_core.encoders import EncoderSpec
 from tasks.embed import cached_encoder, embed_chunk
+
+
+def all_tasks() -> dict[str, Task]:
+    """Every Prefect task defined in ``tasks/``, by its name."""
+    found = {}
+    for info in pkgutil.iter_modules(tasks.__path__, "tasks."):
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if isinstance(value, Task) and value.fn.__module__ == module.__name__:
+                found[value.name] = value
+    return found
+
+
+def test_every_task_has_the_shared_options():
+    """``tasks.options.step``: no task is cached or persists its result; the ones that touch
+    models or disks per chunk retry transient errors; names and run names stay as the UI
+    shows them."""
+    found = all_tasks()
+    assert {"ingest", "embed-chunk", "persist-chunk", "find-duplicates", "fit_model"} <= set(found)
+    for name, one in found.items():
+        assert one.cache_policy is NO_CACHE and one.persist_result is False, name
+    retrying = {name for name, one in found.items() if one.retries}
+    assert retrying == {"embed-chunk", "persist-chunk"}
+    assert found["embed-chunk"].task_run_name == "embed-chunk-{chunk}"
+    assert found["persist-chunk"].task_run_name == "persist-chunk-{chunk}"
 
 
 class FlakyEncoder:
@@ -83,7 +114,7 @@ def test_fit_model_builds_its_encoder_from_a_spec(tmp_path, sentence_encoder):
 def test_report_bookkeeping(tmp_path):
     from embetter_core.corpus import Corpus
     from embetter_core.dedupe import find_duplicates
-    from tasks.report import run_facts, texts_in_report
+    from flows.embed_report import run_facts, texts_in_report
 
     corpus = Corpus.from_texts(
         ["one", "", "two", "one again"], ["a", "b", "c", "d"], skip_invalid=True

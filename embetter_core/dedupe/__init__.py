@@ -32,7 +32,13 @@ from embetter_core.dedupe.rescore import (
     rescore_report,
 )
 from embetter_core.dedupe.results import DuplicateReport
-from embetter_core.dedupe.settings import AUTO_EXACT_MAX_ROWS, DEFAULT_THRESHOLD, METHODS
+from embetter_core.dedupe.settings import (
+    AUTO_EXACT_MAX_ROWS,
+    DEFAULT_THRESHOLD,
+    METHODS,
+    SearchOptions,
+    SearchSettings,
+)
 from embetter_core.dedupe.state import DedupeState, row_hashes, state_path
 from embetter_core.errors import DuplicateSearchError
 
@@ -50,6 +56,8 @@ __all__ = [
     "DuplicateSearchError",
     "KeepRule",
     "RecallSample",
+    "SearchOptions",
+    "SearchSettings",
     "ReferenceMatches",
     "align_values",
     "candidate_rows",

@@ -13,8 +13,16 @@ import numpy as np
 if TYPE_CHECKING:
     pass
 from embetter_core.dedupe.candidates import AnnCells, RecallSample
-from embetter_core.dedupe.engines import _Collector, _cross_tiles, _Found, _rescore, _run, _tile
-from embetter_core.dedupe.settings import _READ_BLOCK, _SCREEN_SLACK
+from embetter_core.dedupe.engines import (
+    _Collector,
+    _cross_tiles,
+    _Found,
+    _in_sorted,
+    _rescore,
+    _run,
+    _tile,
+)
+from embetter_core.dedupe.settings import _READ_BLOCK, _SCREEN_SLACK, SearchSettings
 
 
 def _ann_search(
@@ -22,25 +30,27 @@ def _ann_search(
     screen: np.float32,
     *,
     nlist: int,
-    nprobe: int,
-    block: int,
-    n_jobs: int,
-    limit: int,
-    seed: int,
-    niter: int = 10,
-    train_per_cell: int = 32,
+    settings: SearchSettings,
     max_probe: int = 32,
 ) -> _Found:
     """Cluster-blocked exact search: each row against the members of its nearest cells
     (:func:`_train_cells`, :func:`_assign_cells`, :func:`_search_cells`)."""
-    centroids = _train_cells(X, nlist=nlist, seed=seed, niter=niter, train_per_cell=train_per_cell)
+    nprobe = settings.nprobe
+    centroids = _train_cells(X, nlist=nlist, seed=settings.seed)
     primary, visit_rows, visit_cells = _assign_cells(
         X, centroids, screen, nprobe=nprobe, max_probe=max_probe
     )
     cells = AnnCells(
         centroids, primary, visit_rows, visit_cells, nprobe=nprobe, max_probe=max_probe
     )
-    return _search_cells(X, cells, screen, block=block, n_jobs=n_jobs, limit=limit)
+    return _search_cells(
+        X,
+        cells,
+        screen,
+        block=settings.block_size,
+        n_jobs=settings.n_jobs,
+        limit=settings.max_candidates,
+    )
 
 
 def _train_cells(
@@ -239,8 +249,7 @@ def _recall_sample(
     cand_keys = np.sort(lo * n + hi)
     a, b = rows[sample_pos[keep]], other[keep]
     keys = np.minimum(a, b) * n + np.maximum(a, b)
-    pos = np.searchsorted(cand_keys, keys)
-    found = (pos < len(cand_keys)) & (cand_keys[np.minimum(pos, len(cand_keys) - 1)] == keys)
+    found = _in_sorted(cand_keys, keys)
     return RecallSample(
         rows=rows,
         weights=weights,

@@ -6,28 +6,77 @@ float32 in canonical (id) order, with NaN / inf rows refused by name.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from embetter_core.dedupe.keep import KeepRule, align_values
-from embetter_core.errors import DuplicateSearchError
-
-if TYPE_CHECKING:
-    pass
 from embetter_core.dedupe.candidates import Candidates
 from embetter_core.dedupe.decide import _groups_by_key, _keep_order
-from embetter_core.dedupe.settings import _READ_BLOCK, METHODS
+from embetter_core.dedupe.keep import KeepRule, align_values
+from embetter_core.dedupe.settings import _READ_BLOCK, METHODS, choose_method
+from embetter_core.errors import DuplicateSearchError
 
 
-def _check_params(
+@dataclass(frozen=True, eq=False)
+class _Prepared:
+    """What a search of a corpus against itself knows after its checks, before any work:
+    ``find_duplicates`` and the incremental run start from it."""
+
+    threshold: float
+    floor: float
+    requested: str  # the method asked for
+    method: str  # the engine that runs: "exact" or "ann"
+    matrix: Any  # the input, an ndarray or an h5py Dataset
+    ids: list[Any]
+    texts: list[str] | None
+    keep: KeepRule
+    keep_values: Sequence[Any] | Mapping[Hashable, Any] | None
+    keep_rank: np.ndarray
+    rank: np.ndarray  # each input row's place in id order
+    order: np.ndarray  # the input rows in id order
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+
+def _prepare(
+    embeddings: Any,
+    ids: Sequence[Hashable] | None,
     threshold: float,
     floor: float | None,
     method: str,
-    nprobe: int,
-    n_jobs: int,
-    block_size: int,
-) -> tuple[float, float]:
+    texts: Sequence[str] | Mapping[Hashable, str] | None,
+    keep: str | KeepRule | None,
+    keep_values: Sequence[Any] | Mapping[Hashable, Any] | None,
+) -> _Prepared:
+    """Every check of a self-search's arguments, in the order a user meets them; nothing is
+    read from ``embeddings`` but its shape."""
+    threshold, floor = _check_params(threshold, floor, method)
+    matrix, n = _input_shape(embeddings)
+    ids_list = _check_ids(ids, n)
+    text_list = _check_texts(texts, ids_list)
+    rule, keep_values, keep_rank = _keep_setup(keep, keep_values, text_list, ids_list)
+    rank, order = _canonical_order(ids_list)
+    return _Prepared(
+        threshold=threshold,
+        floor=floor,
+        requested=method,
+        method=choose_method(method, n),
+        matrix=matrix,
+        ids=ids_list,
+        texts=text_list,
+        keep=rule,
+        keep_values=keep_values,
+        keep_rank=keep_rank,
+        rank=rank,
+        order=order,
+    )
+
+
+def _check_params(threshold: float, floor: float | None, method: str) -> tuple[float, float]:
+    """The threshold and the floor (its default filled in), checked with the method."""
     threshold = float(threshold)
     if not 0.0 < threshold <= 1.0:
         raise DuplicateSearchError(f"threshold must be in (0, 1], got {threshold}")
@@ -36,9 +85,6 @@ def _check_params(
         raise DuplicateSearchError(f"floor must be in (0, threshold={threshold}], got {floor}")
     if method not in METHODS:
         raise DuplicateSearchError(f"method must be one of {METHODS}, got {method!r}")
-    for name, value in (("nprobe", nprobe), ("n_jobs", n_jobs), ("block_size", block_size)):
-        if int(value) < 1:
-            raise DuplicateSearchError(f"{name} must be >= 1, got {value}")
     return threshold, floor
 
 

@@ -267,10 +267,23 @@ def _cross_search(
 
 def _rescore(X: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Each pair's cosine from its two rows alone (float64 sum, float32 result)."""
-    out = np.empty(len(lo), dtype=np.float32)
+    return _rescore_pairs(X, X, lo, hi)
+
+
+def _rescore_pairs(A: np.ndarray, B: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+    """The cosine of ``A[ia[i]]`` and ``B[ib[i]]`` (float64 sum, float32 result)."""
+    out = np.empty(len(ia), dtype=np.float32)
     step = 8192  # small chunks stay in cache
-    for s in range(0, len(lo), step):
-        a = X[lo[s : s + step]].astype(np.float64)
-        b = X[hi[s : s + step]].astype(np.float64)
+    for s in range(0, len(ia), step):
+        a = A[ia[s : s + step]].astype(np.float64)
+        b = B[ib[s : s + step]].astype(np.float64)
         out[s : s + step] = np.clip(np.einsum("ij,ij->i", a, b), -1.0, 1.0)
     return out
+
+
+def _in_sorted(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Which of ``keys`` occur in the ascending array ``sorted_keys`` (bool, like ``keys``)."""
+    if not len(sorted_keys):
+        return np.zeros(len(keys), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[at] == keys

@@ -37,33 +37,31 @@ order.
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Unpack
 
 import numpy as np
 
-from embetter_core.dedupe.keep import KeepRule
-
-if TYPE_CHECKING:
-    from embetter_core.dedupe.reference import ReferenceMatches
-from embetter_core.dedupe.candidates import Candidates
+from embetter_core.dedupe.candidates import AnnCells, Candidates, RecallSample
 from embetter_core.dedupe.cells import _ann_search, _recall_sample
 from embetter_core.dedupe.checks import (
-    _canonical_order,
-    _check_ids,
-    _check_params,
-    _check_texts,
     _identical_rows,
-    _input_shape,
-    _keep_setup,
     _load_normalised,
+    _prepare,
+    _Prepared,
     _refuse_bad_rows,
 )
 from embetter_core.dedupe.decide import _groups_by_key
 from embetter_core.dedupe.engines import _blas_limit, _exact_search, _Found, _rescore
+from embetter_core.dedupe.keep import KeepRule
 from embetter_core.dedupe.results import DuplicateReport
-from embetter_core.dedupe.settings import _SCREEN_SLACK, AUTO_EXACT_MAX_ROWS, DEFAULT_THRESHOLD
+from embetter_core.dedupe.settings import (
+    _SCREEN_SLACK,
+    DEFAULT_THRESHOLD,
+    SearchOptions,
+    SearchSettings,
+)
 
 
 def find_duplicates(
@@ -76,17 +74,11 @@ def find_duplicates(
     keep: str | KeepRule | None = "first",
     keep_values: Sequence[Any] | Mapping[Hashable, Any] | None = None,
     floor: float | None = None,
-    nprobe: int = 4,
-    nlist: int | None = None,
-    recall_sample: int = 500,
-    n_jobs: int = 1,
-    blas_threads: int | None = 1,
-    block_size: int = 1024,
-    max_candidates: int = 50_000_000,
-    seed: int = 0,
+    settings: SearchSettings | None = None,
     reference: Any = None,
     reference_ids: Sequence[Hashable] | None = None,
-) -> DuplicateReport | ReferenceMatches:
+    **search: Unpack[SearchOptions],
+) -> DuplicateReport:
     """Find near-duplicate rows of ``embeddings`` by cosine similarity.
 
     Args:
@@ -107,18 +99,13 @@ def find_duplicates(
             them from a corpus file).
         floor: keep candidates down to this score for ``rethreshold`` (default
             ``max(threshold - 0.1, threshold / 2)``).
-        nprobe: ann only: cells each row is compared with.
-        nlist: ann only: number of k-means cells (default ``sqrt(nprobe * n)``).
-        recall_sample: ann only: rows checked exactly to estimate recall.
-        n_jobs: worker threads over blocks.
-        blas_threads: BLAS threads per worker during the search (None leaves it as is).
-        block_size: rows per tile side (a tile is ``block_size x 4 * block_size`` floats).
-        max_candidates: raise instead of holding more candidate pairs than this.
-        seed: seed for the ann k-means and the recall sample.
-        reference: another corpus's embeddings (array, h5py dataset, EmbeddingStore or .h5
-            path): return the :class:`~embetter_core.dedupe.reference.ReferenceMatches` of each row
-            against it (every reference row at or above ``threshold``) instead of a report.
-        reference_ids: the reference rows' ids (default: the store's ids, else row numbers).
+        settings: how the search runs (:class:`SearchSettings`); its fields may also be
+            given as keyword arguments (``nprobe=8``), which win over ``settings``:
+            ``nprobe``, ``nlist``, ``recall_sample``, ``n_jobs``, ``blas_threads``,
+            ``block_size``, ``max_candidates``, ``seed``.
+        reference, reference_ids: deprecated: call :func:`find_reference_duplicates`
+            (``find_duplicates(X, reference=R)`` still returns its ``ReferenceMatches``,
+            with a ``DeprecationWarning``).
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
@@ -131,106 +118,109 @@ def find_duplicates(
     DuplicateReport(n=100, method='exact', threshold=0.95, pairs=1, clusters=1, removed=1,
                     recall_estimate=1)
     """
+    settings = SearchSettings.of(settings, search)
     if reference is not None:
+        warnings.warn(
+            "find_duplicates(reference=...) is deprecated: call "
+            "embetter_core.dedupe.find_reference_duplicates(embeddings, reference, ...), which "
+            "returns the same ReferenceMatches",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         from embetter_core.dedupe.reference import find_reference_duplicates
 
-        return find_reference_duplicates(
+        matches = find_reference_duplicates(
             embeddings,
             reference,
             ids=ids,
             reference_ids=reference_ids,
             threshold=threshold,
             method=method,
-            nprobe=nprobe,
-            nlist=nlist,
-            recall_sample=recall_sample,
-            n_jobs=n_jobs,
-            blas_threads=blas_threads,
-            block_size=block_size,
-            max_candidates=max_candidates,
-            seed=seed,
+            settings=settings,
         )
-    threshold, floor = _check_params(threshold, floor, method, nprobe, n_jobs, block_size)
-    matrix, n = _input_shape(embeddings)
-    ids_list = _check_ids(ids, n)
-    text_list = _check_texts(texts, ids_list)
-    rule, keep_values, keep_rank = _keep_setup(keep, keep_values, text_list, ids_list)
-    rank, order = _canonical_order(ids_list)
-
-    X, bad_rows, zero_rows = _load_normalised(matrix, n, rank)
-    _refuse_bad_rows(bad_rows, ids_list)
-
-    chosen = method
-    if method == "auto":
-        chosen = "exact" if n <= AUTO_EXACT_MAX_ROWS else "ann"
-    params = {
-        "requested_method": method,
-        "nprobe": nprobe,
-        "nlist": nlist,
-        "recall_sample": recall_sample,
-        "n_jobs": n_jobs,
-        "blas_threads": blas_threads,
-        "block_size": block_size,
-        "seed": seed,
-    }
+        return matches  # type: ignore[return-value]  # the deprecated form, until removed
+    prep = _prepare(embeddings, ids, threshold, floor, method, texts, keep, keep_values)
+    X, bad_rows, zero_rows = _load_normalised(prep.matrix, prep.n, prep.rank)
+    _refuse_bad_rows(bad_rows, prep.ids)
+    n, floor = prep.n, prep.floor
+    params = settings.report_params(method)
     screen = np.float32(floor - _SCREEN_SLACK)
     sample = None
-    with _blas_limit(blas_threads, with_faiss=chosen == "ann"):
+    with _blas_limit(settings.blas_threads, with_faiss=prep.method == "ann"):
         if n < 2:
             found = _Found.empty(n)
-        elif chosen == "exact":
-            found = _exact_search(X, screen, block=block_size, n_jobs=n_jobs, limit=max_candidates)
-        else:
-            cells = nlist or max(1, int(round(math.sqrt(nprobe * n))))
-            params["nlist"] = cells = min(cells, max(1, n // 4))
-            found = _ann_search(
+        elif prep.method == "exact":
+            found = _exact_search(
                 X,
                 screen,
-                nlist=cells,
-                nprobe=nprobe,
-                block=block_size,
-                n_jobs=n_jobs,
-                limit=max_candidates,
-                seed=seed,
+                block=settings.block_size,
+                n_jobs=settings.n_jobs,
+                limit=settings.max_candidates,
             )
-        lo, hi, nearest_c = found.lo, found.hi, found.nearest  # canonical rows
+        else:
+            params["nlist"] = cells = settings.cells(n)
+            found = _ann_search(X, screen, nlist=cells, settings=settings)
+        lo, hi, nearest = found.lo, found.hi, found.nearest  # canonical rows
         scores = _rescore(X, lo, hi)
-        keep = scores >= floor
-        lo, hi, scores = lo[keep], hi[keep], scores[keep]
-        if chosen == "ann" and n >= 2:
+        keep_pair = scores >= floor
+        lo, hi, scores = lo[keep_pair], hi[keep_pair], scores[keep_pair]
+        if prep.method == "ann" and n >= 2:
             sample = _recall_sample(
-                X, lo, hi, floor=floor, size=recall_sample, seed=seed, block=block_size
+                X,
+                lo,
+                hi,
+                floor=floor,
+                size=settings.recall_sample,
+                seed=settings.seed,
+                block=settings.block_size,
             )
-            # the sampled rows' exact nearest neighbours are known now
-            nearest_c[sample.rows] = sample.nearest
-
-    nearest_c[~np.isfinite(nearest_c)] = np.nan
-    nearest_c[rank[zero_rows]] = np.nan
-
-    # candidates as input rows, canonical pair order (rank a < rank b), sorted by score
-    sort = np.lexsort((hi, lo, -scores))
-    candidates = Candidates(
-        a=order[lo[sort]],
-        b=order[hi[sort]],
-        scores=scores[sort],
-        rank=rank,
-        floor=floor,
-        recall=None if sample is None else sample.renumbered(order),
-        cells=None if found.cells is None else found.cells.renumbered(order),
+            nearest[sample.rows] = sample.nearest  # the sampled rows' exact neighbours
+    sort = np.lexsort((hi, lo, -scores))  # candidate order
+    return _assemble(
+        prep, lo[sort], hi[sort], scores[sort], nearest, zero_rows, sample, found.cells, params
     )
-    if text_list is not None:
-        exact_groups = _groups_by_key(text_list, ids_list, rank)
+
+
+def _assemble(
+    prep: _Prepared,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    scores: np.ndarray,
+    nearest: np.ndarray,
+    zero_rows: np.ndarray,
+    sample: RecallSample | None,
+    cells: AnnCells | None,
+    params: dict[str, Any],
+) -> DuplicateReport:
+    """The report of a search: its candidates (canonical rows ``lo < hi`` in candidate
+    order, score descending), each canonical row's ``nearest`` (-inf: none), the all-zero
+    input rows, ann's recall ``sample`` and ``cells`` (canonical rows), decided with
+    ``prep``'s threshold and keep rule."""
+    rank, order, ids = prep.rank, prep.order, prep.ids
+    nearest[~np.isfinite(nearest)] = np.nan
+    nearest[rank[zero_rows]] = np.nan
+    candidates = Candidates(
+        a=order[lo],
+        b=order[hi],
+        scores=scores,
+        rank=rank,
+        floor=prep.floor,
+        recall=None if sample is None else sample.renumbered(order),
+        cells=None if cells is None else cells.renumbered(order),
+    )
+    if prep.texts is not None:
+        exact_groups = _groups_by_key(prep.texts, ids, rank)
     else:
-        exact_groups = _identical_rows(matrix, candidates, ids_list)
+        exact_groups = _identical_rows(prep.matrix, candidates, ids)
     return DuplicateReport._decided_from(
-        ids_list,
+        ids,
         candidates,
-        threshold,
-        rule,
-        keep_rank,
-        method=chosen,
-        nearest=nearest_c[rank],
+        prep.threshold,
+        prep.keep,
+        prep.keep_rank,
+        method=prep.method,
+        nearest=nearest[rank],
         exact_groups=exact_groups,
-        zero_vector_ids=[ids_list[r] for r in sorted(zero_rows.tolist(), key=lambda r: rank[r])],
+        zero_vector_ids=[ids[r] for r in sorted(zero_rows.tolist(), key=lambda r: rank[r])],
         params=params,
     )

@@ -61,27 +61,20 @@ import logging
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
-from embetter_core.dedupe.candidates import Candidates
 from embetter_core.dedupe.checks import (
-    _canonical_order,
-    _check_ids,
-    _check_params,
-    _check_texts,
-    _identical_rows,
-    _input_shape,
-    _keep_setup,
     _load_normalised,
+    _prepare,
+    _Prepared,
     _refuse_bad_rows,
     _row_norms,
     _unit_scale,
 )
-from embetter_core.dedupe.decide import _groups_by_key
 from embetter_core.dedupe.engines import _blas_limit, _cross_search, _rescore
-from embetter_core.dedupe.find import find_duplicates
+from embetter_core.dedupe.find import _assemble, find_duplicates
 from embetter_core.dedupe.incremental_ann import (
     _carried_sample,
     _placed_cells,
@@ -93,8 +86,9 @@ from embetter_core.dedupe.results import DuplicateReport
 from embetter_core.dedupe.settings import (
     _READ_BLOCK,
     _SCREEN_SLACK,
-    AUTO_EXACT_MAX_ROWS,
     DEFAULT_THRESHOLD,
+    SearchOptions,
+    SearchSettings,
 )
 from embetter_core.dedupe.state import DedupeState, row_hashes
 from embetter_core.errors import DedupeStateError, DuplicateSearchError
@@ -114,21 +108,16 @@ def find_duplicates_incremental(
     keep: str | KeepRule | None = "first",
     keep_values: Sequence[Any] | Mapping[Hashable, Any] | None = None,
     floor: float | None = None,
-    nprobe: int = 4,
-    nlist: int | None = None,
-    recall_sample: int = 500,
-    n_jobs: int = 1,
-    blas_threads: int | None = 1,
-    block_size: int = 1024,
-    max_candidates: int = 50_000_000,
-    seed: int = 0,
     max_fresh: float = 0.3,
     retrain_share: float = 0.5,
+    settings: SearchSettings | None = None,
+    **search: Unpack[SearchOptions],
 ) -> DuplicateReport:
     """:func:`~embetter_core.dedupe.find_duplicates`, reusing the last run's state file
     ``state`` (see the module docs) and writing the new one there.
 
-    Takes the arguments of ``find_duplicates``, and:
+    Takes the arguments of ``find_duplicates`` (the search settings too, as ``settings=``
+    or keyword arguments), and:
 
     Args:
         state: the state file (:func:`state_path` of the store); missing, unusable or
@@ -146,55 +135,29 @@ def find_duplicates_incremental(
     partner, searched again) and ``reused_pairs``.
     """
     state = Path(state)
-    threshold, floor = _check_params(threshold, floor, method, nprobe, n_jobs, block_size)
-    matrix, n = _input_shape(embeddings)
-    ids_list = _check_ids(ids, n)
-    text_list = _check_texts(texts, ids_list)
-    rule, keep_values, _ = _keep_setup(keep, keep_values, text_list, ids_list)
+    settings = SearchSettings.of(settings, search)
+    prep = _prepare(embeddings, ids, threshold, floor, method, texts, keep, keep_values)
     for name, share in (("max_fresh", max_fresh), ("retrain_share", retrain_share)):
         if not 0.0 <= share <= 1.0:
             raise DuplicateSearchError(f"{name} must be in [0, 1], got {share}")
-    rank, order = _canonical_order(ids_list)
+    n, matrix = prep.n, prep.matrix
     raw = _input_rows(matrix, n)
     hashes = row_hashes(raw)  # input order
     dim = int(raw.shape[1]) if n else 0
-    chosen = method if method != "auto" else ("exact" if n <= AUTO_EXACT_MAX_ROWS else "ann")
-    search = {
-        "nprobe": nprobe,
-        "nlist": nlist,
-        "recall_sample": recall_sample,
-        "n_jobs": n_jobs,
-        "blas_threads": blas_threads,
-        "block_size": block_size,
-        "max_candidates": max_candidates,
-        "seed": seed,
-    }
 
-    old, reason = _usable_state(
-        state, fingerprint, floor, chosen, dim, str(raw.dtype), nprobe, nlist
-    )
+    old, reason = _usable_state(state, fingerprint, prep, dim, str(raw.dtype), settings)
     report = scale = None
     if old is not None:
         try:
             report, reason, scale = _incremental(
                 old,
+                prep,
                 raw,
-                ids_list,
                 hashes,
-                rank,
-                order,
-                matrix,
-                text_list,
-                threshold=threshold,
-                floor=floor,
-                method=chosen,
-                requested=method,
                 state=state,
-                search=search,
+                settings=settings,
                 max_fresh=max_fresh,
                 retrain_share=retrain_share,
-                keep=rule,
-                keep_values=keep_values,
             )
         except DedupeStateError as err:  # found inconsistent while matching the rows
             old, reason = None, str(err)
@@ -205,20 +168,20 @@ def find_duplicates_incremental(
             logger.info("dedupe: %s; running a full dedupe", reason)
         report = find_duplicates(
             raw if raw.dtype == np.dtype(matrix.dtype) else matrix,  # an h5 dataset read once
-            ids_list,
-            threshold,
+            prep.ids,
+            prep.threshold,
             method,
-            text_list,
-            keep=rule,
-            keep_values=keep_values,
-            floor=floor,
-            **search,
+            prep.texts,
+            keep=prep.keep,
+            keep_values=prep.keep_values,
+            floor=prep.floor,
+            settings=settings,
         )
         report.params["incremental"] = {"mode": "full", "reason": reason, "state": str(state)}
         scale = _unit_scales(raw)
         trained, placed = n, 0
     else:
-        trained = old.trained_rows if chosen == "ann" else n
+        trained = old.trained_rows if prep.method == "ann" else n
         placed = old.placed_since_training + report.params["incremental"]["fresh"]
     _save_state(report, hashes, scale, state, fingerprint, dim, str(raw.dtype), trained, placed)
     return report
@@ -251,12 +214,10 @@ def _unit_scales(raw: np.ndarray) -> np.ndarray:
 def _usable_state(
     path: Path,
     fingerprint: str,
-    floor: float,
-    method: str,
+    prep: _Prepared,
     dim: int,
     input_dtype: str,
-    nprobe: int,
-    nlist: int | None,
+    settings: SearchSettings,
 ) -> tuple[DedupeState | None, str]:
     """The state at ``path`` when this run can build on it, else None and why not."""
     try:
@@ -267,15 +228,15 @@ def _usable_state(
         return None, str(err)
     checks = [
         ("encoder fingerprint", old.fingerprint, fingerprint),
-        ("floor", old.floor, floor),
-        ("engine", old.method, method),
+        ("floor", old.floor, prep.floor),
+        ("engine", old.method, prep.method),
         ("dimension", old.dim, dim),
         ("input dtype", old.input_dtype, input_dtype),
     ]
-    if old.cells is not None and method == "ann":
-        checks.append(("nprobe", old.cells.nprobe, nprobe))
-        if nlist is not None:
-            checks.append(("nlist", len(old.cells.centroids), nlist))
+    if old.cells is not None and prep.method == "ann":
+        checks.append(("nprobe", old.cells.nprobe, settings.nprobe))
+        if settings.nlist is not None:
+            checks.append(("nlist", len(old.cells.centroids), settings.nlist))
     for what, before, now in checks:
         if before != now:
             return None, f"it was made with {what} {before!r}, this run uses {now!r}"
@@ -313,27 +274,18 @@ def _save_state(
 
 def _incremental(
     old: DedupeState,
+    prep: _Prepared,
     raw: np.ndarray,
-    ids: list[Any],
     hashes: np.ndarray,
-    rank: np.ndarray,
-    order: np.ndarray,
-    matrix: Any,
-    texts: list[str] | None,
     *,
-    threshold: float,
-    floor: float,
-    method: str,
-    requested: str,
     state: Path,
-    search: dict[str, Any],
+    settings: SearchSettings,
     max_fresh: float,
     retrain_share: float,
-    keep: KeepRule,
-    keep_values: Sequence[Any] | Mapping[Hashable, Any] | None,
 ) -> tuple[DuplicateReport | None, str, np.ndarray | None]:
     """The report built on ``old`` and the rows' unit-norm scales, or None and why a full
     run is needed."""
+    ids, rank, order, floor, method = prep.ids, prep.rank, prep.order, prep.floor, prep.method
     n = len(ids)
     if n < 2:
         return None, f"{n} rows", None
@@ -393,9 +345,9 @@ def _incremental(
         rows = _UnitRows(raw, scale, order)
 
     screen = np.float32(floor - _SCREEN_SLACK)
-    block, n_jobs, limit = search["block_size"], search["n_jobs"], search["max_candidates"]
+    block, n_jobs, limit = settings.block_size, settings.n_jobs, settings.max_candidates
     cells = None
-    with _blas_limit(search["blas_threads"], with_faiss=method == "ann"):
+    with _blas_limit(settings.blas_threads, with_faiss=method == "ann"):
         if method == "exact":
             X = rows[np.arange(n)]
             near_rows = np.flatnonzero(search_rows)
@@ -434,24 +386,7 @@ def _incremental(
                 old.recall, now_of, rows, fresh, search_rows, lo, hi, floor, block
             )
             nearest[sample.rows] = sample.nearest
-    nearest[~np.isfinite(nearest)] = np.nan
-    nearest[rank[zero_rows]] = np.nan
-
-    candidates = Candidates(
-        a=order[lo],
-        b=order[hi],
-        scores=scores,
-        rank=rank,
-        floor=floor,
-        recall=None if sample is None else sample.renumbered(order),
-        cells=None if cells is None else cells.renumbered(order),
-    )
-    if texts is not None:
-        exact_groups = _groups_by_key(texts, ids, rank)
-    else:
-        exact_groups = _identical_rows(matrix, candidates, ids)
-    params = {"requested_method": requested, **search}
-    params.pop("max_candidates")
+    params = settings.report_params(prep.requested)
     if method == "ann":
         params["nlist"] = len(old.cells.centroids) if old.cells is not None else None
     params["incremental"] = {
@@ -464,18 +399,7 @@ def _incremental(
         "rechecked": int(recheck.sum()),
         "reused_pairs": int(both.sum()),
     }
-    report = DuplicateReport.from_candidates(
-        ids,
-        candidates,
-        threshold,
-        method=method,
-        nearest=nearest[rank],
-        exact_groups=exact_groups,
-        zero_vector_ids=[ids[r] for r in sorted(zero_rows.tolist(), key=lambda r: rank[r])],
-        params=params,
-        keep=keep,
-        keep_values=keep_values,
-    )
+    report = _assemble(prep, lo, hi, scores, nearest, zero_rows, sample, cells, params)
     return report, "", scale
 
 

@@ -39,12 +39,11 @@ refused whatever its source.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
@@ -58,8 +57,21 @@ from embetter_core.dedupe.checks import (
     _load_normalised,
     _refuse_bad_rows,
 )
-from embetter_core.dedupe.engines import _blas_limit, _cross_search, _cross_tiles, _run
-from embetter_core.dedupe.settings import _SCREEN_SLACK, AUTO_EXACT_MAX_ROWS, DEFAULT_THRESHOLD
+from embetter_core.dedupe.engines import (
+    _blas_limit,
+    _cross_search,
+    _cross_tiles,
+    _in_sorted,
+    _rescore_pairs,
+    _run,
+)
+from embetter_core.dedupe.settings import (
+    _SCREEN_SLACK,
+    AUTO_EXACT_MAX_ROWS,
+    DEFAULT_THRESHOLD,
+    SearchOptions,
+    SearchSettings,
+)
 from embetter_core.errors import DuplicateSearchError, FingerprintMismatchError
 from embetter_core.files import atomic_path
 
@@ -188,14 +200,8 @@ def find_reference_duplicates(
     method: str = "auto",
     *,
     fingerprint: str | None = None,
-    nprobe: int = 4,
-    nlist: int | None = None,
-    recall_sample: int = 500,
-    n_jobs: int = 1,
-    blas_threads: int | None = 1,
-    block_size: int = 1024,
-    max_candidates: int = 50_000_000,
-    seed: int = 0,
+    settings: SearchSettings | None = None,
+    **search: Unpack[SearchOptions],
 ) -> ReferenceMatches:
     """Every pair (row of ``embeddings``, row of ``reference``) with cosine similarity at
     least ``threshold``.
@@ -212,9 +218,10 @@ def find_reference_duplicates(
             :data:`AUTO_EXACT_MAX_PAIRS` comparisons).
         fingerprint: the encoder fingerprint of ``embeddings``; a reference store written
             by another encoder is refused (:class:`FingerprintMismatchError`).
-        nprobe, nlist, recall_sample, n_jobs, blas_threads, block_size, max_candidates,
-        seed: as for :func:`~embetter_core.dedupe.find_duplicates` (``nlist`` cells are
-            made over the reference; the recall sample is of rows).
+        settings: the search settings (:class:`~embetter_core.dedupe.SearchSettings`, or
+            its fields as keyword arguments), as for
+            :func:`~embetter_core.dedupe.find_duplicates` (``nlist`` cells are made over the
+            reference; the recall sample is of rows).
 
     Raises:
         DuplicateSearchError: bad parameters, ids, non-finite rows, or a reference of
@@ -229,7 +236,8 @@ def find_reference_duplicates(
     >>> find_reference_duplicates(test, train, threshold=0.95).pairs
     [(3, 17, 0.999969)]
     """
-    threshold, _ = _check_params(threshold, threshold, method, nprobe, n_jobs, block_size)
+    settings = SearchSettings.of(settings, search)
+    threshold, _ = _check_params(threshold, threshold, method)
     source, ref_matrix, store_ids, close = _open_reference(reference, fingerprint)
     try:
         matrix, n = _input_shape(embeddings)
@@ -260,47 +268,28 @@ def find_reference_duplicates(
     chosen = method
     if method == "auto":
         chosen = "exact" if n * m <= AUTO_EXACT_MAX_PAIRS else "ann"
-    params: dict[str, Any] = {
-        "requested_method": method,
-        "reference": source,
-        "nprobe": nprobe,
-        "nlist": nlist,
-        "recall_sample": recall_sample,
-        "n_jobs": n_jobs,
-        "blas_threads": blas_threads,
-        "block_size": block_size,
-        "seed": seed,
-    }
+    params = settings.report_params(method, reference=source)
+    block = settings.block_size
     screen = np.float32(threshold - _SCREEN_SLACK)
     sample = None
-    with _blas_limit(blas_threads, with_faiss=chosen == "ann"):
+    with _blas_limit(settings.blas_threads, with_faiss=chosen == "ann"):
         if n == 0 or m == 0:
             nearest = np.full(n, -np.inf, dtype=np.float32)
             qa = rb = np.empty(0, dtype=np.int64)
         elif chosen == "exact":
             nearest, _, qa, rb = _cross_search(
-                Q, R, screen, block=block_size, n_jobs=n_jobs, limit=max_candidates
+                Q, R, screen, block=block, n_jobs=settings.n_jobs, limit=settings.max_candidates
             )
         else:
-            cells = nlist or max(1, int(round(math.sqrt(nprobe * m))))
-            params["nlist"] = cells = min(cells, max(1, m // 4))
-            nearest, qa, rb = _ann_cross(
-                Q,
-                R,
-                screen,
-                nlist=cells,
-                nprobe=nprobe,
-                block=block_size,
-                n_jobs=n_jobs,
-                limit=max_candidates,
-                seed=seed,
-            )
-        scores = _rescore_cross(Q, R, qa, rb)
+            params["nlist"] = cells = settings.cells(m)
+            nearest, qa, rb = _ann_cross(Q, R, screen, nlist=cells, settings=settings)
+        scores = _rescore_pairs(Q, R, qa, rb)
         keep = scores >= np.float32(threshold)
         qa, rb, scores = qa[keep], rb[keep], scores[keep]
         if chosen == "ann" and n and m:
+            size, seed = settings.recall_sample, settings.seed
             sample = _cross_recall_sample(
-                Q, R, qa, rb, threshold=threshold, size=recall_sample, seed=seed, block=block_size
+                Q, R, qa, rb, threshold=threshold, size=size, seed=seed, block=block
             )
             nearest[sample.rows] = sample.nearest
 
@@ -398,17 +387,14 @@ def _ann_cross(
     screen: np.float32,
     *,
     nlist: int,
-    nprobe: int,
-    block: int,
-    n_jobs: int,
-    limit: int,
-    seed: int,
+    settings: SearchSettings,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows against the members of the reference cells they visit: (each row's best,
     matched rows, matched reference rows)."""
-    centroids = _train_cells(R, nlist=nlist, seed=seed)
+    block, limit = settings.block_size, settings.max_candidates
+    centroids = _train_cells(R, nlist=nlist, seed=settings.seed)
     own, _, _ = _assign_cells(R, centroids, screen, nprobe=1, max_probe=1)
-    first, visit_rows, visit_cells = _assign_cells(Q, centroids, screen, nprobe=nprobe)
+    first, visit_rows, visit_cells = _assign_cells(Q, centroids, screen, nprobe=settings.nprobe)
     rows = np.concatenate([np.arange(len(Q)), visit_rows])
     cells = np.concatenate([first, visit_cells])
     members = np.argsort(own, kind="stable")
@@ -431,7 +417,7 @@ def _ann_cross(
     nearest = np.full(len(Q), -np.inf, dtype=np.float32)
     hits_q, hits_r = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
     count = 0
-    for vis, best, q, r in _run((cell_task(c) for c in range(nlist)), n_jobs):
+    for vis, best, q, r in _run((cell_task(c) for c in range(nlist)), settings.n_jobs):
         np.maximum.at(nearest, vis, best)
         count += len(q)
         if count > limit:
@@ -441,17 +427,6 @@ def _ann_cross(
         hits_q.append(q)
         hits_r.append(r)
     return nearest, np.concatenate(hits_q), np.concatenate(hits_r)
-
-
-def _rescore_cross(Q: np.ndarray, R: np.ndarray, qa: np.ndarray, rb: np.ndarray) -> np.ndarray:
-    """Each match's cosine from its two rows alone (float64 sum, float32 result)."""
-    out = np.empty(len(qa), dtype=np.float32)
-    step = 8192  # small chunks stay in cache
-    for s in range(0, len(qa), step):
-        a = Q[qa[s : s + step]].astype(np.float64)
-        b = R[rb[s : s + step]].astype(np.float64)
-        out[s : s + step] = np.clip(np.einsum("ij,ij->i", a, b), -1.0, 1.0)
-    return out
 
 
 def _cross_recall_sample(
@@ -483,12 +458,11 @@ def _cross_recall_sample(
     nearest, _, pos, other = _cross_search(
         Q[rows], R, screen, block=block, n_jobs=1, limit=np.iinfo(np.int64).max
     )
-    scores = _rescore_cross(Q, R, rows[pos], other)
+    scores = _rescore_pairs(Q, R, rows[pos], other)
     keep = scores >= np.float32(threshold)
     found_keys = np.sort(qa * m + rb)
     keys = rows[pos[keep]] * m + other[keep]
-    at = np.minimum(np.searchsorted(found_keys, keys), max(len(found_keys) - 1, 0))
-    found = (found_keys[at] == keys) if len(found_keys) else np.zeros(len(keys), dtype=bool)
+    found = _in_sorted(found_keys, keys)
     return RecallSample(
         rows=rows,
         weights=weights,

@@ -23,6 +23,7 @@ from embetter_core.encoders.base import as_float32
 from embetter_core.encoders.spec import ENCODERS, EncoderSpec, encoder_class
 from embetter_core.errors import FingerprintMismatchError
 from embetter_core.files import atomic_path
+from embetter_core.moved import current_name
 
 FEATURES = ("absdiff", "product", "concat", "max", "min", "sqdiff", "cosine")
 FORMAT = "embetter-core/difference-classifier"
@@ -320,7 +321,7 @@ def _saved_encoder(dump: dict[str, Any] | None) -> Any:
     """Rebuild the encoder ``save`` stored: an ``EncoderSpec`` dump, or the ``{"class",
     "params"}`` of files written before EncoderSpec (read for registered classes)."""
     if dump is not None and "class" in dump:  # the older format
-        module, _, name = str(dump["class"]).rpartition(".")
+        module, _, name = current_name(str(dump["class"])).rpartition(".")
         kind = next((k for k, v in ENCODERS.items() if v == f"{module}:{name}"), None)
         if kind is not None:
             return encoder_class(kind)(**dump.get("params", {}))

@@ -15,15 +15,18 @@ import os
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-if TYPE_CHECKING:
-    from embetter_core.encoders.spec import EncoderSpec
 
-DEPLOY_HINT = "modal deploy -m embetter_core.offload.modal_app"
+class SpecFields(Protocol):
+    """What an encoder reads off an :class:`~embetter_core.encoders.spec.EncoderSpec` (the
+    spec module sits above this one and imports it, so the contract is written here)."""
+
+    kind: str
+    model: str | None
 
 
 class EmbeddingEncoder(TransformerMixin, BaseEstimator):
@@ -120,7 +123,7 @@ class EmbeddingEncoder(TransformerMixin, BaseEstimator):
         }
 
     @classmethod
-    def from_spec(cls, spec: EncoderSpec) -> Self:
+    def from_spec(cls, spec: SpecFields) -> Self:
         """A new encoder with ``spec``'s settings; a field left ``None`` keeps the class default.
 
         A setting the class has no parameter for (``pretrained`` for a ``SentenceEncoder``)
@@ -149,7 +152,7 @@ class EmbeddingEncoder(TransformerMixin, BaseEstimator):
         return {"model": text}
 
     @classmethod
-    def format_weights(cls, spec: EncoderSpec) -> str:
+    def format_weights(cls, spec: SpecFields) -> str:
         """The inverse of :meth:`parse_weights`, the class default filled in for ``None``."""
         return spec.model or str(cls._init_default("name") or "")
 
@@ -159,6 +162,16 @@ class EmbeddingEncoder(TransformerMixin, BaseEstimator):
         if parameter is None or parameter.default is inspect.Parameter.empty:
             return None
         return parameter.default
+
+    # -- wrappers (cached(...), ModalEncoder) --------------------------------------------------
+    def wrapped(self) -> EmbeddingEncoder | None:
+        """The encoder this one wraps (``None`` for an encoder that computes its own vectors):
+        :meth:`EncoderSpec.from_encoder` looks through wrappers with it."""
+        return None
+
+    def spec_overrides(self) -> dict[str, Any]:
+        """What this wrapper adds to the spec of the encoder it wraps (e.g. a GPU backend)."""
+        return {}
 
     # -- what crosses to a Modal container (embetter_core.offload) ---------------------------
     def check_remote(self) -> None:
@@ -173,7 +186,7 @@ class EmbeddingEncoder(TransformerMixin, BaseEstimator):
         raise ValueError(
             f"{type(self).__name__} weights {value!r} are a local file, which a Modal container "
             "cannot read; use a hub name / open_clip tag and bake it into the image with "
-            f"EMBETTER_MODAL_MODELS before `{DEPLOY_HINT}`"
+            "EMBETTER_MODAL_MODELS before deploying the Modal app"
         )
 
     def pack_items(self, items: Sequence[Any]) -> list[Any]:

@@ -101,6 +101,9 @@ class CachedEncoder(EmbeddingEncoder):
             cache.close()
 
     # -- the encoder contract ----------------------------------------------------------
+    def wrapped(self) -> EmbeddingEncoder:
+        return self.encoder
+
     def fingerprint(self) -> str:
         return self.encoder.fingerprint()
 

@@ -34,6 +34,11 @@ ENCODERS: dict[str, str] = {
     "clip": "embetter_core.encoders.vision:ClipEncoder",
     "static": "embetter_core.encoders.static:StaticEncoder",
 }
+# The remote backends: backend -> "module:Class" of the wrapper, with a classmethod
+# ``around(encoder, spec)``. Imported on first use, so this module never imports offload/.
+BACKENDS: dict[str, str] = {
+    "modal": "embetter_core.offload.encoder:ModalEncoder",
+}
 DEFAULT_KIND = "sentence"  # the kind of a bare model name, e.g. "all-MiniLM-L6-v2"
 _KIND_LIKE = re.compile(r"[a-z][a-z0-9_]+")  # "KIND:" prefixes; "hf-hub:", "C:" are not kinds
 
@@ -185,14 +190,10 @@ class EncoderSpec(BaseModel):
         >>> EncoderSpec.from_encoder(ClipEncoder(batch_size=8)).to_string()
         'clip:ViT-B-32@openai'
         """
-        from embetter_core.encoders.cache import CachedEncoder
-        from embetter_core.offload.encoder import ModalEncoder
-
         where: dict[str, Any] = {}
-        while isinstance(encoder, CachedEncoder | ModalEncoder):
-            if isinstance(encoder, ModalEncoder):
-                where = {"backend": "modal", "gpu": encoder.gpu}
-            encoder = encoder.encoder
+        while isinstance(encoder, EmbeddingEncoder) and (inner := encoder.wrapped()) is not None:
+            where = {**encoder.spec_overrides(), **where}
+            encoder = inner
         kind = kind_of(type(encoder))
         if kind is None:
             name = f"{type(encoder).__module__}.{type(encoder).__qualname__}"
@@ -220,6 +221,5 @@ class EncoderSpec(BaseModel):
         local = self.build_local()
         if self.backend == "local":
             return local
-        from embetter_core.offload import ModalEncoder
-
-        return ModalEncoder(local, gpu=self.gpu, batch_size=max(self.batch_size, 256))
+        module, _, name = BACKENDS[self.backend].partition(":")
+        return getattr(import_module(module), name).around(local, self)

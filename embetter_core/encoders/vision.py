@@ -250,7 +250,7 @@ def _batches(positions: list[int], size: int) -> list[list[int]]:
 _IMAGE_BLOCK = 16_384  # image vectors copied back from the device at once
 
 
-def _image_workers(device: str) -> int:
+def image_workers(device: str) -> int:
     """Threads that decode and preprocess images: none on a CPU, where the forward pass is
     the bottleneck and would lose the cores; one per host core (up to 16) on CUDA."""
     return host_threads() if device.split(":")[0] == "cuda" else 0
@@ -500,7 +500,7 @@ class ClipEncoder(EmbeddingEncoder):
         text_pos = [i for i, text in enumerate(is_text) if text]
         with torch.inference_mode():
             if image_pos:
-                self._encode_images(items, image_pos, out, workers=_image_workers(device))
+                self._encode_images(items, image_pos, out, workers=image_workers(device))
             for chunk in _batches(text_pos, self.batch_size):
                 tokens = tokenizer([items[i] for i in chunk]).to(device)
                 vectors = model.encode_text(tokens, normalize=True)

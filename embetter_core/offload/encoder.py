@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from embetter_core.encoders.base import EmbeddingEncoder, as_float32
+from embetter_core.encoders.spec import EncoderSpec
 from embetter_core.errors import ModalBatchError
 from embetter_core.offload.ready import ModalUnavailableError, check_modal_ready, lookup_deployed
 from embetter_core.offload.remote import APP_NAME, gpu_request, wire_spec
@@ -70,7 +71,18 @@ class ModalEncoder(EmbeddingEncoder):
         self.retries = retries
         self.max_containers = max_containers
 
+    @classmethod
+    def around(cls, encoder: EmbeddingEncoder, spec: EncoderSpec) -> ModalEncoder:
+        """``encoder`` offloaded as ``spec`` asks (its ``gpu``; batches of 256 or more)."""
+        return cls(encoder, gpu=spec.gpu, batch_size=max(spec.batch_size, 256))
+
     # -- the wrapped encoder decides what the vectors are -----------------------------------
+    def wrapped(self) -> EmbeddingEncoder:
+        return self.encoder
+
+    def spec_overrides(self) -> dict[str, Any]:
+        return {"backend": "modal", "gpu": self.gpu}
+
     def fingerprint(self) -> str:
         return self.encoder.fingerprint()
 

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from embetter_core.encoders.base import DEPLOY_HINT
 from embetter_core.errors import ModalUnavailableError
-from embetter_core.offload.remote import APP_NAME, CLASS_NAME
+from embetter_core.offload.remote import APP_NAME, CLASS_NAME, DEPLOY_HINT
 
 DEFAULT_SERVER_URL = "https://api.modal.com"
 SETUP_HINT = "run `modal setup` (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET)"

@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from embetter_core.encoders.base import DEPLOY_HINT, EmbeddingEncoder, as_float32
+from embetter_core.encoders.base import EmbeddingEncoder, as_float32
 from embetter_core.encoders.spec import ENCODERS, EncoderSpec, encoder_class, kind_of
 from embetter_core.errors import FingerprintMismatchError
 
 APP_NAME = "embetter-core"
+DEPLOY_HINT = "modal deploy -m embetter_core.offload.modal_app"
 CLASS_NAME = "Embedder"
 DEFAULT_MODELS = ("all-MiniLM-L6-v2",)
 # "any" GPU: the cheaper inference cards, tried in this order.

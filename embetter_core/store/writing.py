@@ -1,7 +1,7 @@
 """Writing a store atomically: :meth:`EmbeddingStore.create` makes a temporary file beside
 the target, named ``.<name>.<host>.<pid>.<token>.tmp``; rows are written into it by
-:func:`write_rows` (from any thread or process, one writer at a time through a ``.lock`` file beside it), and
-:func:`commit` checks that every row was written and renames it into place with
+:func:`write_rows` (from any thread or process, one writer at a time through a ``.lock``
+file beside it), and :func:`commit` checks that every row was written and renames it into place with
 ``os.replace``. The final path never holds a partial file. :func:`cleanup_stale` removes the
 temporary files that killed runs leave behind.
 """
