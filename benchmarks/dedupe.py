@@ -138,6 +138,16 @@ def machine() -> str:
     )
 
 
+def pairs_digest(report: Any) -> str:
+    """A short hash of a report's pairs (ids and scores to 6 decimals), to compare runs."""
+    import hashlib
+
+    lines = sorted(f"{a}\t{b}\t{float(s):.6f}" for a, b, s in report.pairs)
+    return (
+        f"{len(lines):,} pairs, sha1 {hashlib.sha1(chr(10).join(lines).encode()).hexdigest()[:12]}"
+    )
+
+
 def say(*parts: Any) -> None:
     print(*parts, flush=True)
 
@@ -297,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
             blas_threads=args.blas_threads,
         )
     )
+    say(f"           pairs digest: {pairs_digest(rep)}")
     big = label == 0
     found_whole = any(set(np.flatnonzero(big).tolist()) <= set(c) for c in rep.clusters)
     np_rate = args.baseline_n**2 / t_np  # pair evaluations per second, NumPy all-pairs

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.data import DEBIAN, load_debian
-from benchmarks.dedupe import machine, planted, say
+from benchmarks.dedupe import machine, pairs_digest, planted, say
 from embetter_core.dedupe import (
     DuplicateReport,
     checks,
@@ -86,6 +86,7 @@ def compare(engine: str, X: np.ndarray, ids: list[str], texts: list[str], n_old:
         times[name].append(time.perf_counter() - t0)
         say(f"{engine:5s} {name:11s} {len(X):,} rows: {times[name][-1]:7.2f} s")
     inc, ref = results["incremental"], results["full"]
+    say(f"{engine:5s} pairs digest: incremental {pairs_digest(inc)}; full {pairs_digest(ref)}")
     info = inc.params["incremental"]
     assert info["mode"] == "incremental", info
     ratio = sum(times["incremental"]) / sum(times["full"])

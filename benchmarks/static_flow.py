@@ -310,6 +310,10 @@ def main(argv: list[str] | None = None) -> None:
         cold_s = show("cold", cold, args.cold_target)
         warm = run_flow(cmd, args.poll)
         warm_s = show("warm", warm, args.warm_target)
+        import hashlib
+
+        digest = hashlib.sha1((work / "report" / "pairs.csv").read_bytes()).hexdigest()[:12]
+        print(f"  pairs.csv sha1: {digest}")
 
     print(
         f"\nsummary: cold {cold_s:.1f} s (target {args.cold_target:g}: "
