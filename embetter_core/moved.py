@@ -7,7 +7,8 @@ names its classes' modules) and saved models from earlier versions keep loading.
 that was split (``embetter_core.keep``: the keep rule went to ``dedupe.keep``, reading a
 keep column to ``corpus.columns``) is a stand-in that finds each name where it went.
 
->>> import warnings
+>>> import sys, warnings
+>>> _ = sys.modules.pop("embetter_core.text", None)  # imported before: no second warning
 >>> with warnings.catch_warnings(record=True) as caught:
 ...     warnings.simplefilter("always")
 ...     from embetter_core.text import SentenceEncoder
