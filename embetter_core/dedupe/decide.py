@@ -105,10 +105,16 @@ def decision_counts(
     if keep_rank is None:
         keep_rank = np.arange(n, dtype=np.int64)
     out: list[dict[str, float | int]] = []
+    # candidates come best first: each threshold's pairs are then a prefix (views, no copies)
+    descending = np.negative(cand.scores) if _is_descending(cand.scores) else None
     for threshold in thresholds:
         threshold = _check_threshold(threshold, cand.floor)
-        take = cand.scores >= np.float32(threshold)
-        a, b, s = cand.a[take], cand.b[take], cand.scores[take]
+        if descending is not None:
+            k = int(np.searchsorted(descending, -np.float32(threshold), side="right"))
+            a, b, s = cand.a[:k], cand.b[:k], cand.scores[:k]
+        else:
+            take = cand.scores >= np.float32(threshold)
+            a, b, s = cand.a[take], cand.b[take], cand.scores[take]
         clusters = removed = 0
         if len(a):
             graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
@@ -125,6 +131,10 @@ def decision_counts(
             }
         )
     return out
+
+
+def _is_descending(scores: np.ndarray) -> bool:
+    return bool(len(scores) < 2 or (scores[:-1] >= scores[1:]).all())
 
 
 def _remove_in_keep_order(

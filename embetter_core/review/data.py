@@ -99,7 +99,7 @@ def review_data(
     band_total = np.bincount(band_of, minlength=len(grid))
     rng = np.random.default_rng(seed)
     ids = report.ids
-    text_of = texts or {}
+    text_of = {} if texts is None else texts
     pairs: list[dict[str, Any]] = []
     for band in range(len(grid) - 1, -1, -1):
         members = np.flatnonzero(band_of == band)
