@@ -133,8 +133,8 @@ labelled pair stands for the pairs of its band (pairs there / pairs sampled ther
 </div>
 </section>
 <section>
-<h2>Run</h2>
-<table id="facts"></table>
+<details><summary><h2 class="inline">Run</h2></summary>
+<table id="facts"></table></details>
 </section>
 </div>
 <h2 id="band-title"></h2>

@@ -10,6 +10,7 @@
   const LABEL_NAMES = { "1": "duplicate", "0": "not duplicate", skip: "skipped" };
   const $ = (id) => document.getElementById(id);
   const fmt = (x) => x.toLocaleString("en-US");
+  const tfmt = (t) => (Number.isInteger(t) ? t.toFixed(1) : String(t)); // as Python prints it
 
   function make(tag, cls, text) {
     const node = document.createElement(tag);
@@ -150,7 +151,7 @@
     const shown = byBand[band];
     const g = grid[band];
     const next = grid[band + 1];
-    const range = next ? "from " + g.threshold + " up to " + next.threshold : "of " + g.threshold + " or more";
+    const range = next ? "from " + tfmt(g.threshold) + " up to " + tfmt(next.threshold) : "of " + tfmt(g.threshold) + " or more";
     $("band-title").textContent = "Pairs scoring " + range;
     $("band-note").textContent = fmt(g.band_pairs) + " candidate pair" + (g.band_pairs === 1 ? "" : "s") +
       " in this band; " + (shown.length === g.band_pairs ? "all shown." : fmt(shown.length) + " sampled at random.") +
@@ -164,12 +165,12 @@
     band = i;
     current = 0;
     const g = grid[i];
-    $("t-value").textContent = String(g.threshold);
+    $("t-value").textContent = tfmt(g.threshold);
     $("c-pairs").textContent = fmt(g.pairs);
     $("c-clusters").textContent = fmt(g.clusters);
     $("c-removed").textContent = fmt(g.removed);
     $("c-kept").textContent = fmt(g.kept);
-    $("rerun").textContent = "--threshold " + g.threshold;
+    $("rerun").textContent = "--threshold " + tfmt(g.threshold);
     document.body.dataset.threshold = String(g.threshold);
     renderPairs();
     renderMetrics();
@@ -293,10 +294,10 @@
       const tr = make("tr");
       if (i === best) tr.className = "best";
       if (i === band) tr.classList.add("now");
-      [String(r.threshold), show(r.precision), show(r.recall), show(r.f1)].forEach((v) => tr.appendChild(make("td", "", v)));
+      [tfmt(r.threshold), show(r.precision), show(r.recall), show(r.f1)].forEach((v) => tr.appendChild(make("td", "", v)));
       body.appendChild(tr);
     });
-    $("favoured").textContent = String(rows[best].threshold);
+    $("favoured").textContent = tfmt(rows[best].threshold);
     $("favoured-f1").textContent = rows[best].f1.toFixed(3);
     $("go-favoured").onclick = () => { slider.value = String(best); showThreshold(best); };
   }
@@ -311,7 +312,7 @@
     tr.appendChild(td);
     facts.appendChild(tr);
   });
-  $("sample-note").textContent = "Counts are over every candidate pair from " + data.floor +
+  $("sample-note").textContent = "Counts are over every candidate pair from " + tfmt(data.floor) +
     " up (" + data.method + " search, keep rule " + data.keep + ", " + fmt(data.rows) +
     " rows); the slider stops at the " + grid.length + " thresholds they were computed at. " +
     "At most " + data.per_band + " pairs per band are sampled for labelling; texts longer than " +
