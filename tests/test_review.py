@@ -148,3 +148,10 @@ def test_report_links_the_review_page_beside_it(tmp_path):
     )
     write_review(report, None, tmp_path)
     assert 'href="review.html"' in write_html(report, None, tmp_path / "report.html").read_text()
+
+
+def test_a_run_without_pairs_still_gets_a_page(tmp_path):
+    report = find_duplicates(np.eye(3, dtype=np.float32), ids=["a", "b", "c"], threshold=0.9)
+    data = json.loads(data_block(write_review(report, None, tmp_path).read_text()))
+    assert data["pairs"] == [] and {g["pairs"] for g in data["grid"]} == {0}
+    assert {g["kept"] for g in data["grid"]} == {3}

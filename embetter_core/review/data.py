@@ -52,6 +52,8 @@ def threshold_grid(
     [0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0]
     >>> threshold_grid(0.887, 0.9, step=0.05)
     [0.887, 0.9, 0.95, 1.0]
+    >>> threshold_grid(0.9000001, step=0.05)  # the floor as it is: a rerun's threshold
+    [0.9000001, 0.95, 1.0]
     """
     if not -1.0 <= floor <= 1.0:
         raise ValueError(f"floor must be in [-1, 1], got {floor}")
@@ -59,10 +61,10 @@ def threshold_grid(
         step *= 2
     first = math.ceil(round(floor / step, 9))
     last = math.floor(round(1.0 / step, 9))
-    points = {round(k * step, 6) for k in range(first, last + 1)}
-    points |= {round(float(floor), 6), 1.0}
-    if threshold is not None:
-        points.add(round(float(threshold), 6))
+    given = [float(floor)] + ([] if threshold is None else [float(threshold)])
+    steps = [round(k * step, 6) for k in range(first, last + 1)] + [1.0]
+    # floor and threshold as they are (both valid thresholds), the steps between them
+    points = set(given) | {p for p in steps if min(abs(p - g) for g in given) > 1e-9}
     return sorted(p for p in points if floor <= p <= 1.0)
 
 
@@ -136,7 +138,7 @@ def review_data(
         "keep": str(report.keep),
         "floor": report.floor,
         "threshold": report.threshold,
-        "start": grid.index(round(float(report.threshold), 6)),
+        "start": grid.index(float(report.threshold)),
         "per_band": per_band,
         "max_chars": max_chars,
         "grid": counts,
