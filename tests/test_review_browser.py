@@ -69,6 +69,22 @@ def cli(args: list[str], api_url: str, home: Path) -> str:
     return proc.stdout
 
 
+def summary_artifact(api_url: str) -> str:
+    """The newest run summary (markdown) on the server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        (latest,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["embed-corpus-summary"])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    return str(latest.data)
+
+
 def shown_counts(page) -> dict[str, int]:
     return {
         name: int(page.text_content(f"#c-{name}").replace(",", ""))
@@ -103,6 +119,7 @@ def test_review_page_slider_labels_and_the_difference_model(api_url, tmp_path):
     review = Path(first.review_html)
     assert review == tmp_path / "a" / "review.html" and review.exists()
     assert 'href="review.html"' in (tmp_path / "a" / "report.html").read_text()
+    assert str(review) in summary_artifact(api_url).replace("\\", "")  # markdown escapes _
 
     # the counts at three thresholds: a real rerun at 0.9, the flow's dedupe task at the others
     rerun = cli(
