@@ -201,7 +201,7 @@ def test_review_page_slider_labels_and_the_difference_model(api_url, tmp_path):
         assert page.text_content("#progress").startswith(progress)  # kept in localStorage
         assert page.is_visible("#metrics")
         favoured = float(page.text_content("#favoured"))
-        assert 0.8 <= favoured <= 1.0
+        table = [r.split("\t") for r in page.locator("#metrics-body tr").all_inner_texts()]
         with page.expect_download() as download:
             page.click("#download")
         labels_csv = tmp_path / "labels.csv"
@@ -220,6 +220,27 @@ def test_review_page_slider_labels_and_the_difference_model(api_url, tmp_path):
 
     for row in labels.itertuples():
         assert (row.text_a, row.text_b) == (cut(text_of[row.id_a]), cut(text_of[row.id_b]))
+
+    # the page's precision / recall / F1: each label weighted by its band's pairs / sample
+    band_of = {(p["a"], p["b"]): p["band"] for p in data["pairs"]}
+    bands = [band_of[(a, b)] for a, b in zip(labels["id_a"], labels["id_b"], strict=True)]
+    weight = [data["grid"][b]["band_pairs"] / data["grid"][b]["band_sampled"] for b in bands]
+    truth = (labels["label"] == "1").tolist()
+    f1s = []
+    for number, row in enumerate(table):
+        said = [b >= number for b in bands]
+        tp = sum(w for w, y, p in zip(weight, truth, said, strict=True) if y and p)
+        fp = sum(w for w, y, p in zip(weight, truth, said, strict=True) if p and not y)
+        fn = sum(w for w, y, p in zip(weight, truth, said, strict=True) if y and not p)
+        precision = tp / (tp + fp) if tp + fp else None
+        recall = tp / (tp + fn)
+        f1 = 2 * precision * recall / (precision + recall) if precision and recall else 0.0
+        assert float(row[0].lstrip("▶ ")) == grid[number]
+        assert row[1] == ("—" if precision is None else f"{precision:.3f}"), (row, precision)
+        assert (row[2], row[3]) == (f"{recall:.3f}", f"{f1:.3f}"), row
+        f1s.append(round(f1, 9))
+    tied = [i for i, f in enumerate(f1s) if f == max(f1s)]
+    assert favoured == grid[tied[(len(tied) - 1) // 2]]
 
     model = tmp_path / "model.skops"
     cli(

@@ -287,8 +287,11 @@
     body.replaceChildren();
     $("metrics").hidden = rows === null;
     if (rows === null) return;
-    let best = 0;
-    rows.forEach((r, i) => { if (r.f1 >= rows[best].f1) best = i; }); // ties: the higher threshold
+    // the best F1; where several thresholds tie, the middle one (the widest margin to the
+    // labels on either side of the tied range)
+    const top = Math.max(...rows.map((r) => r.f1));
+    const tied = rows.map((r, i) => i).filter((i) => rows[i].f1 >= top - 1e-12);
+    const best = tied[Math.floor((tied.length - 1) / 2)];
     const show = (x) => (Number.isNaN(x) ? "—" : x.toFixed(3));
     rows.forEach((r, i) => {
       const tr = make("tr");
