@@ -163,6 +163,7 @@ def stages(run: Run) -> list[tuple[str, float | None]]:
     ingest = run.at("Task run 'ingest-", "Finished in state")
     committed = run.at("Task run 'commit-store-", "Finished in state")
     deduped = run.at("Task run 'find-duplicates-", "Finished in state")
+    reviewed = run.at("Task run 'write-review-", "Finished in state")  # runs before the report
     reported = run.at("Task run 'write-report-", "Finished in state")
     done = run.at(" - done: {")
     ended = run.at("Flow run", "Finished in state", last=True)
@@ -190,7 +191,8 @@ def stages(run: Run) -> list[tuple[str, float | None]]:
         ("persist (store writes)", persist if chunks else None),
         ("cache tally, commit store", gap(previous, committed)),
         ("dedupe (find-duplicates)", gap(committed, deduped)),
-        ("report (write-report)", gap(deduped, reported)),
+        ("review page (write-review)", gap(deduped, reviewed)),
+        ("report (write-report)", gap(reviewed or deduped, reported)),
         ("record kept, result", gap(reported, done)),
         ("flow run end", gap(done, ended)),
         ("shutdown: server stop, exit", gap(ended, run.wall)),

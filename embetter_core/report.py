@@ -44,6 +44,7 @@ from embetter_core.dedupe.reference import ReferenceMatches
 from embetter_core.dedupe.results import DuplicateReport
 from embetter_core.files import spreadsheet_safe as safe_cell
 from embetter_core.files import write_atomic, write_csv_atomic
+from embetter_core.review import REVIEW_HTML
 
 Texts = Mapping[Any, str] | Sequence[str] | None
 
@@ -314,6 +315,16 @@ td.text { white-space: pre-wrap; max-width: 50em; font-size: 0.9em; }
 """
 
 
+def _review_link(path: Path) -> str:
+    """A link to the review page when one was written beside the report."""
+    if not (path.parent / REVIEW_HTML).exists():
+        return ""
+    return (
+        f'<p class="review"><a href="{REVIEW_HTML}">Choose the threshold and label pairs: '
+        f"{REVIEW_HTML}</a></p>"
+    )
+
+
 def write_html(
     report: DuplicateReport,
     texts: Texts,
@@ -342,6 +353,7 @@ def write_html(
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
+        _review_link(Path(path)),
         '<h2 id="counts">Counts</h2>',
         table(_headline(report)),
     ]

@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"embeddings: {result.store_path}")
     print(f"pairs:      {result.pairs_csv}")
     print(f"report:     {result.report_html}")
+    print(f"review:     {result.review_html}")
     print(f"removed:    {result.removed_csv} ({result.removed} rows)")
     if result.deduplicated:
         print(f"deduplicated corpus: {result.deduplicated}")

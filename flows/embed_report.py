@@ -19,6 +19,7 @@ from embetter_core.dedupe import DuplicateReport
 from tasks.dedupe import record_kept
 from tasks.reference import ReferenceOutputs
 from tasks.report import publish_outputs, write_deduplicated_corpus, write_report
+from tasks.review import write_review_page
 
 
 class EmbedResult(BaseModel):
@@ -27,6 +28,7 @@ class EmbedResult(BaseModel):
     store_path: str
     pairs_csv: str
     report_html: str
+    review_html: str = ""
     rows: int
     skipped: int
     pairs: int
@@ -135,6 +137,8 @@ def publish_report(
     """
     facts = run_facts(corpus, store_path, counts, encoder, difference_model, min_probability)
     facts |= threshold_facts(report, threshold_source or "given", two_stage)
+    # before the report: report.html links review.html, the summary names its path
+    facts["review page"] = str(write_review_page(quote(report), quote(corpus), report_dir, facts))
     # quote(): Prefect would walk a big argument's every element before the task runs
     # (seconds for a report of 100,000s of pairs); these hold no futures to resolve
     paths = write_report(
@@ -155,6 +159,7 @@ def publish_report(
         store_path=str(store_path),
         pairs_csv=str(paths["pairs_csv"]),
         report_html=str(paths["report_html"]),
+        review_html=facts["review page"],
         rows=len(corpus),
         skipped=len(corpus.skipped),
         pairs=len(report.pairs),

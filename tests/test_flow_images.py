@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -57,3 +58,6 @@ def test_image_folder_flow(prefect_harness, tiny_clip, tmp_path, image_folder):
     assert result.cache_hits == 1  # the copied image has the same bytes: one key
     pairs = (tmp_path / "report" / "pairs.csv").read_text()
     assert "img0.png,sub/copy-of-img0.png" in pairs or "sub/copy-of-img0.png,img0.png" in pairs
+    review = Path(result.review_html).read_text()  # the pair's two images as thumbnails
+    assert review.count('"ia":"data:image/jpeg;base64,') >= 1
+    assert review.count('"ib":"data:image/jpeg;base64,') >= 1

@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("embetter_core.dedupe",),
     ("embetter_core.corpus",),
     ("embetter_core.difference",),
-    ("embetter_core.report",),
+    ("embetter_core.report", "embetter_core.review"),
     ("embetter_core",),  # the package's public face: __init__ and the old-path aliases
     ("tasks",),
     ("flows",),

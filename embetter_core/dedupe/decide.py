@@ -83,6 +83,60 @@ def _decide(
     return pairs, clusters, removed
 
 
+def decision_counts(
+    cand: Candidates, thresholds: Sequence[float], keep_rank: np.ndarray | None
+) -> list[dict[str, float | int]]:
+    """What :func:`_decide` would decide at each of ``thresholds`` (each at least
+    ``cand.floor``), as counts only: ``pairs``, ``clusters``, ``removed`` and ``kept`` rows.
+    The same pair mask, components and keep-order removal, without building id lists (a
+    few ms per threshold at 100,000s of pairs).
+
+    >>> import numpy as np
+    >>> cand = Candidates(a=np.array([0, 1]), b=np.array([1, 2]), rank=np.arange(3),
+    ...     scores=np.array([0.97, 0.91], dtype=np.float32), floor=0.9)
+    >>> counts = decision_counts(cand, [0.9, 0.95], None)
+    >>> [(c["threshold"], c["pairs"], c["clusters"], c["removed"]) for c in counts]
+    [(0.9, 2, 1, 1), (0.95, 1, 1, 1)]
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(cand.rank)
+    if keep_rank is None:
+        keep_rank = np.arange(n, dtype=np.int64)
+    out: list[dict[str, float | int]] = []
+    # candidates come best first: each threshold's pairs are then a prefix (views, no copies)
+    descending = np.negative(cand.scores) if _is_descending(cand.scores) else None
+    for threshold in thresholds:
+        threshold = _check_threshold(threshold, cand.floor)
+        if descending is not None:
+            k = int(np.searchsorted(descending, -np.float32(threshold), side="right"))
+            a, b, s = cand.a[:k], cand.b[:k], cand.scores[:k]
+        else:
+            take = cand.scores >= np.float32(threshold)
+            a, b, s = cand.a[take], cand.b[take], cand.scores[take]
+        clusters = removed = 0
+        if len(a):
+            graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+            _, labels = connected_components(graph, directed=False)
+            clusters = int((np.bincount(labels) > 1).sum())
+            removed = len(_remove_in_keep_order(n, a, b, s, keep_rank)[0])
+        out.append(
+            {
+                "threshold": threshold,
+                "pairs": len(a),
+                "clusters": clusters,
+                "removed": removed,
+                "kept": n - removed,
+            }
+        )
+    return out
+
+
+def _is_descending(scores: np.ndarray) -> bool:
+    return bool(len(scores) < 2 or (scores[:-1] >= scores[1:]).all())
+
+
 def _remove_in_keep_order(
     n: int, a: np.ndarray, b: np.ndarray, scores: np.ndarray, keep_rank: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
