@@ -21,8 +21,8 @@ Outcomes of the adversarial pass (issue 22, item 4):
 | --reference | truncated .h5 | pass as-is: refused naming the file (``StoreError``) |
 | --reference | empty reference (0 rows) | pass as-is: no matches, no error |
 | --reference | ids overlapping the input's; the input as its own reference | pass as-is: every row matches itself at 1.0, ids kept apart |
-| --rescore | every refused combination | pass as-is: refused by ``EmbedParams`` before any work (``test_rescore.py``) |
-| --rescore | kill -9 mid-run, rerun | known gap: not run here (needs the MiniLM rescore model twice; the crash-resume path is the plain run's, ``test_flow.py::test_crash_resume``) |
+| --rescore | every refused combination (itself, static, --backend modal, --incremental, --reference) | pass as-is: refused on the command line before any output exists |
+| --rescore | kill -9 after the first rescore chunk, rerun | pass as-is: the rerun equals a run never killed (slow test) |
 | --keep column: | missing column, non-numeric, empty, mixed numbers and dates, booleans, ``1,5`` | pass as-is: refused naming --keep, the file, the column and the row |
 | --keep column: | NaN / blank values; ties; several date formats; time zones | pass as-is: missing values last, ties in input order, dates by instant |
 | --keep column: | ``01/02/2024`` beside ``13/01/2024`` | fixed: the first was read month first, the second day first (a wrong order, silently); now a column read day first when one date can only be |
@@ -773,3 +773,189 @@ def test_write_deduplicated_into_a_read_only_folder(tmp_path):
     finally:
         if os.geteuid() == 0:
             subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+# -- the command line: refused before any work, kill -9 and reruns, two runs at once --------
+def refused_cli(folder: Path, *args: str) -> None:
+    """``embed`` of a small corpus with ``args``: must fail before any output exists."""
+    from tests.test_bad_input import csv_corpus, embed
+
+    try:
+        embed(folder, csv_corpus(folder), *args)
+    finally:
+        assert not (folder / "out").exists() and not (folder / "cache").exists()
+
+
+RESCORE_REFUSED = [
+    (("--encoder", "sentence", "--rescore", "sentence"), "--rescore sentence is the --encoder"),
+    (("--encoder", "static", "--rescore", "static"), "--rescore static is the --encoder"),
+    (("--encoder", "static", "--rescore", "sentence", "--backend", "modal"), "--backend modal"),
+    (("--encoder", "static", "--rescore", "sentence", "--incremental"), "--incremental"),
+]
+
+
+@pytest.mark.parametrize(("args", "says"), RESCORE_REFUSED, ids=lambda v: str(v)[:40])
+def test_rescore_combinations_are_refused_before_any_work(tmp_path, args, says):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.test_bad_input import CliError
+
+    dead = {PREFECT_API_URL: "http://127.0.0.1:9/api"}  # a flow that started would fail
+    with temporary_settings(dead), pytest.raises(CliError) as caught:
+        refused_cli(tmp_path, *args)
+    assert says in caught.value.output and "Traceback" not in caught.value.output
+
+
+def test_rescore_with_a_reference_is_refused_before_any_work(tmp_path):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.test_bad_input import CliError, csv_corpus
+
+    reference = csv_corpus(tmp_path, "ref.csv")
+    args = ("--encoder", "static", "--rescore", "sentence", "--reference", str(reference))
+    dead = {PREFECT_API_URL: "http://127.0.0.1:9/api"}
+    with temporary_settings(dead), pytest.raises(CliError, match="does not combine with --ref"):
+        refused_cli(tmp_path, *args)
+
+
+@pytest.fixture
+def api_url(prefect_harness) -> str:
+    """The session server's URL, for CLI subprocesses (no server start of their own)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
+
+
+def corpus_nights(folder: Path) -> tuple[Path, Path]:
+    """Night one: 1,800 rows of the packaged Debian sample; night two: 20 deleted, 10 texts
+    edited, 150 added."""
+    sample = Path(__file__).parents[1] / "embetter_core" / "data" / "debian-sample.csv.gz"
+    frame = pd.read_csv(sample, dtype=str, keep_default_na=False)
+    one = frame.iloc[:1800]
+    two = pd.concat([one.drop(one.index[100:120]), frame.iloc[1800:1950]])
+    two = two.copy()
+    two.iloc[300:310, two.columns.get_loc("text")] = [f"an edited text {i}" for i in range(10)]
+    paths = folder / "night1.csv", folder / "night2.csv"
+    one.to_csv(paths[0], index=False)
+    two.to_csv(paths[1], index=False)
+    return paths
+
+
+def embed_process(api_url: str, corpus: Path, out: Path, *extra: str) -> subprocess.Popen:
+    import sys
+
+    args = [
+        str(corpus), "--encoder", "static", "--id-column", "package", "--output",
+        str(out / "e.h5"), "--cache-dir", str(out / "cache"), "--report-dir",
+        str(out / "report"), "--chunk-size", "150", "--no-progress", *extra,
+    ]  # fmt: skip
+    env = {**os.environ, "PREFECT_API_URL": api_url, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.embed_corpus", *args],
+        cwd=Path(__file__).parents[1],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finished(proc: subprocess.Popen) -> str:
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def killed_at(proc: subprocess.Popen, marker: str) -> str:
+    """Read the run's log until a line holds ``marker``, then ``kill -9`` it."""
+    import signal
+
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)[-2000:]  # killed, not finished
+    return "".join(seen)
+
+
+def outcome(out: Path) -> tuple[list[tuple[str, str, float]], list[tuple[str, str]], list]:
+    """The run's pairs (sorted, scores to 6 places), removed rows and the store's kept ids."""
+    from embetter_core.store import EmbeddingStore
+
+    pairs = pd.read_csv(out / "report" / "pairs.csv", dtype=str, keep_default_na=False)
+    removed = pd.read_csv(out / "report" / "removed.csv", dtype=str, keep_default_na=False)
+    with EmbeddingStore.open(out / "e.h5") as store:
+        kept = [i for i, k in zip(store.ids, store.kept, strict=True) if k]
+    return (
+        sorted(
+            zip(pairs["id_a"], pairs["id_b"], pairs["score"].astype(float).round(6), strict=True)
+        ),
+        sorted(zip(removed["id"], removed["kept_id"], strict=True)),
+        kept,
+    )
+
+
+KILL_POINTS = [
+    "chunk 3 of",  # while embedding (the static encoder: a chunk a few ms)
+    "store written:",  # the store committed, the dedupe not started
+    "Task run 'find-duplicates-incremental",  # the new state written, the report not
+]
+
+
+@pytest.mark.slow
+def test_incremental_killed_at_several_points_then_rerun_equals_a_full_run(api_url, tmp_path):
+    night1, night2 = corpus_nights(tmp_path)
+    full = finished(embed_process(api_url, night2, tmp_path / "full"))
+    assert "dedupe run" not in full
+    expected = outcome(tmp_path / "full")
+    base = tmp_path / "base"
+    finished(embed_process(api_url, night1, base, "--incremental"))
+    for i, marker in enumerate(KILL_POINTS):
+        out = tmp_path / f"killed{i}"
+        shutil.copytree(base, out)
+        seen = killed_at(embed_process(api_url, night2, out, "--incremental"), marker)
+        assert marker in seen, seen[-2000:]
+        rerun = finished(embed_process(api_url, night2, out, "--incremental"))
+        assert "dedupe run:" in rerun, rerun[-2000:]
+        assert outcome(out) == expected, (marker, rerun[-2000:])
+        assert not list(out.glob(".e.h5.*.tmp")), marker  # the killed run's temp file cleaned
+
+
+@pytest.mark.slow
+def test_two_incremental_runs_on_one_output_at_once(api_url, tmp_path):
+    from embetter_core.dedupe import DedupeState, state_path
+
+    night1, night2 = corpus_nights(tmp_path)
+    finished(embed_process(api_url, night2, tmp_path / "full"))
+    expected = outcome(tmp_path / "full")
+    out = tmp_path / "both"
+    finished(embed_process(api_url, night1, out, "--incremental"))
+    runs = [embed_process(api_url, night2, out, "--incremental") for _ in range(2)]
+    for run in runs:
+        finished(run)
+    assert outcome(out) == expected
+    assert len(DedupeState.load(state_path(out / "e.h5"))) == 1930
+    again = finished(embed_process(api_url, night2, out, "--incremental"))
+    assert "dedupe run: incremental" in again, again[-2000:]
+    assert outcome(out) == expected
+
+
+@pytest.mark.slow
+def test_rescore_killed_mid_run_then_rerun_equals_a_clean_run(api_url, tmp_path):
+    """``--encoder static --rescore sentence``, killed after its first rescore chunk: the
+    rerun finds the first stage's store and the rescored vectors in the cache, and decides
+    as a run that was never killed."""
+    sample = Path(__file__).parents[1] / "embetter_core" / "data" / "debian-sample.csv.gz"
+    frame = pd.read_csv(sample, dtype=str, keep_default_na=False).iloc[:240]
+    corpus = tmp_path / "c.csv"
+    frame.to_csv(corpus, index=False)
+    two_stage = ("--rescore", "sentence", "--threshold", "0.8", "--chunk-size", "40")
+    finished(embed_process(api_url, corpus, tmp_path / "clean", *two_stage))
+    out = tmp_path / "killed"
+    seen = killed_at(embed_process(api_url, corpus, out, *two_stage), "rescore chunk 1 of")
+    assert "rescore chunk 1 of 1:" not in seen, seen[-2000:]  # killed with chunks to do
+    rerun = finished(embed_process(api_url, corpus, out, *two_stage))
+    assert outcome(out) == outcome(tmp_path / "clean"), rerun[-2000:]
