@@ -15,7 +15,7 @@ Outcomes of the adversarial pass (issue 22, item 4):
 | --incremental | state truncated, empty, another corpus's, from another encoder / dimension, deleted | pass as-is: logged full run, equal to a full run |
 | --incremental | rows edited, deleted, added, reordered; texts or keep values changed (exact, ann) | pass as-is: equal to a full run |
 | --incremental | the state path is a folder | fixed: was a full search then ``IsADirectoryError`` (the result lost); now refused before any work |
-| --incremental | kill -9 while embedding, after the store, after the dedupe, after the report; rerun | pass as-is: the rerun equals a clean full run (slow test) |
+| --incremental | kill -9 while embedding, after the store is committed, after the new state is written (before the report); rerun | pass as-is: the rerun equals a clean full run (slow test) |
 | --incremental | two runs on one output at once | pass as-is: both finish; the next run equals a full run (slow test) |
 | --reference | store of another encoder / dimension | pass as-is: refused, naming the store and both encoders / dimensions |
 | --reference | truncated .h5 | pass as-is: refused naming the file (``StoreError``) |
