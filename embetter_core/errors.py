@@ -33,6 +33,11 @@ class OutputNotWritableError(OSError):
     """The output path cannot be written (missing permission, a file where a folder is, ...)."""
 
 
+class DiskFullError(OutputNotWritableError):
+    """The disk (or quota) filled up while writing a file: the message names the file and
+    what was kept. ``errno`` is ``ENOSPC``."""
+
+
 class OutputClashError(ValueError):
     """An output path would overwrite an input (the corpus, a model) or another output."""
 

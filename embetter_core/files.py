@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from embetter_core.errors import OutputClashError
+from embetter_core.errors import DiskFullError, OutputClashError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 _HASH_BLOCK = 1 << 20
@@ -210,3 +211,48 @@ def spreadsheet_safe(value: object) -> object:
     if isinstance(value, str) and value.startswith(SPREADSHEET_TRIGGERS):
         return "'" + value
     return value
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` says the disk or quota is full: an ``OSError`` with ``ENOSPC`` /
+    ``EDQUOT`` / ``EFBIG``, SQLite's ``SQLITE_FULL``, or HDF5's wrapped ``errno = 28``.
+
+    >>> is_disk_full(OSError(errno.ENOSPC, "No space left on device")), is_disk_full(OSError())
+    (True, False)
+    """
+    if isinstance(err, OSError) and err.errno in _FULL_ERRNOS:
+        return True
+    code = getattr(err, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == 13:  # SQLITE_FULL
+        return True
+    text = str(err)
+    return f"errno = {errno.ENOSPC}," in text or "database or disk is full" in text
+
+
+@contextlib.contextmanager
+def named_if_disk_full(path: str | os.PathLike[str], what: str, kept: str) -> Iterator[None]:
+    """Turn a full disk while writing ``path`` into :class:`DiskFullError` naming ``what``
+    (e.g. ``"the store (--output)"``), the file and ``kept`` (what was not lost); every
+    other error passes unchanged.
+
+    >>> with named_if_disk_full("/data/e.h5", "the store", "the old store is kept"):
+    ...     raise OSError(errno.ENOSPC, "No space left on device")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    embetter_core.errors.DiskFullError: [Errno 28] no space ... the store /data/e.h5: ...
+    """
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as err:
+        if not is_disk_full(err):
+            raise
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"no space left on device writing {what} {path}: free space or choose another "
+            f"place; {kept}",
+        ) from err

@@ -124,12 +124,14 @@ def _check_ids(ids: Sequence[Hashable] | None, n: int) -> list[Any]:
             f"ids has length {len(values)} but embeddings have {n} rows; give one id per row"
         )
     try:
-        if len(set(values)) == n:  # the common case, fast; else find and name the repeat
+        if len(set(values)) == n and not _has_nan(values):  # the common case, fast
             return values
     except TypeError:  # an unhashable id, named below
         pass
     seen: dict[Any, int] = {}
     for pos, value in enumerate(values):
+        if isinstance(value, float) and value != value:  # NaN: never equal, even to itself
+            raise DuplicateSearchError(f"id at position {pos} is NaN; give every row an id")
         try:
             first = seen.setdefault(value, pos)
         except TypeError:
@@ -141,6 +143,10 @@ def _check_ids(ids: Sequence[Hashable] | None, n: int) -> list[Any]:
                 f"ids must be unique: {value!r} is at positions {first} and {pos}"
             )
     return values
+
+
+def _has_nan(values: list[Any]) -> bool:
+    return any(isinstance(v, float) and v != v for v in values)
 
 
 def _check_texts(
@@ -235,9 +241,15 @@ def _row_norms(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row's norm (float64; 1 for an all-zero row, which stays zero) and which rows are
     all zero."""
     norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
-    is_zero = norms == 0
+    # a float32 row too small for a float32 factor to unit norm (only subnormal values) has
+    # no direction that survives float32: it counts as a zero vector, in full and
+    # incremental runs alike
+    is_zero = norms < _TINY32 if block.dtype == np.float32 else norms == 0
     norms[is_zero] = 1.0
     return norms, is_zero
+
+
+_TINY32 = 1.0 / float(np.finfo(np.float32).max)  # below this norm, 1 / norm overflows float32
 
 
 def _unit_scale(norms: np.ndarray) -> np.ndarray:

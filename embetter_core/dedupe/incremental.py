@@ -135,6 +135,8 @@ def find_duplicates_incremental(
     partner, searched again) and ``reused_pairs``.
     """
     state = Path(state)
+    if state.is_dir():  # refused before any work: the run could never save its state
+        raise DuplicateSearchError(f"dedupe state {state} is a folder; give a file's path")
     settings = SearchSettings.of(settings, search)
     prep = _prepare(embeddings, ids, threshold, floor, method, texts, keep, keep_values)
     for name, share in (("max_fresh", max_fresh), ("retrain_share", retrain_share)):

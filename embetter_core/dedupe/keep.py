@@ -28,6 +28,7 @@ import datetime as dt
 import decimal
 import math
 import numbers
+import re
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -248,7 +249,7 @@ def sort_key(values: Sequence[Any], name: str = "column") -> tuple[np.ndarray, n
     if as_numbers is not None and not np.isnan(as_numbers).any():
         key[rows] = as_numbers
         return key, missing
-    as_dates = _as_ns(present) if "number" not in kinds else None
+    as_dates = _as_ns(present, _day_first(values, name)) if "number" not in kinds else None
     if as_dates is not None and (as_dates != _NAT).all():
         _, inverse = np.unique(as_dates, return_inverse=True)
         key[rows] = inverse.astype(np.float64)
@@ -287,7 +288,7 @@ def _as_numbers(values: list[Any]) -> np.ndarray:
     return numeric.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _as_ns(values: list[Any]) -> np.ndarray:
+def _as_ns(values: list[Any], dayfirst: bool = False) -> np.ndarray:
     """Dates (objects or strings) as UTC nanoseconds (int64), NaT where a value is not one;
     naive values count as UTC."""
     import warnings
@@ -298,19 +299,48 @@ def _as_ns(values: list[Any]) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pandas warns about guessed formats
         try:
-            stamps = pd.to_datetime(series, utc=True, errors="coerce", format="mixed")
+            stamps = pd.to_datetime(
+                series, utc=True, errors="coerce", format="mixed", dayfirst=dayfirst
+            )
         except (ValueError, TypeError, OverflowError):  # e.g. a date out of pandas' range
-            stamps = pd.Series([_one_date(v) for v in values], dtype="datetime64[ns, UTC]")
+            stamps = pd.Series(
+                [_one_date(v, dayfirst) for v in values], dtype="datetime64[ns, UTC]"
+            )
     return (
         stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]").view(np.int64)
     )
 
 
-def _one_date(value: Any) -> Any:
+_NUMERIC_DATE = re.compile(r"\s*(\d{1,2})[/.-](\d{1,2})[/.-]\d{2,4}\b")
+
+
+def _day_first(values: list[Any], name: str) -> bool:
+    """Whether the column's ``d/m/y`` dates are read day first: one of them can only be
+    (its first number > 12); month first otherwise. Raises when the column holds both
+    orders (``13/01/2024`` and ``01/13/2024``): no reading fits every row."""
+    day_first = month_first = None
+    for row, value in enumerate(values):
+        match = _NUMERIC_DATE.match(value) if isinstance(value, str) else None
+        if match:
+            first, second = int(match[1]), int(match[2])
+            if first > 12 and day_first is None:
+                day_first = (row, value)
+            if second > 12 and month_first is None:
+                month_first = (row, value)
+    if day_first and month_first:
+        raise DuplicateSearchError(
+            f"column {name!r} holds dates in both day-first and month-first order: row "
+            f"{day_first[0]} holds {day_first[1]!r}, row {month_first[0]} {month_first[1]!r}; "
+            "write them one way (ISO 8601, 2024-01-13, reads the same everywhere)"
+        )
+    return day_first is not None
+
+
+def _one_date(value: Any, dayfirst: bool = False) -> Any:
     import pandas as pd
 
     try:
-        return pd.to_datetime(value, utc=True)
+        return pd.to_datetime(value, utc=True, dayfirst=dayfirst)
     except (ValueError, TypeError, OverflowError):
         return pd.NaT
 

@@ -19,6 +19,7 @@ so a cache folder must be as trusted as the code. A database that SQLite cannot 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import pickle
@@ -33,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from embetter_core.encoders.base import EmbeddingEncoder, as_float32
-from embetter_core.errors import CacheCorruptError, FingerprintMismatchError
+from embetter_core.errors import CacheCorruptError, DiskFullError, FingerprintMismatchError
+from embetter_core.files import is_disk_full
 
 FINGERPRINT_KEY = ("embetter-core", "fingerprint")
 _MISSING = object()
@@ -290,10 +292,18 @@ def _log_rejected(folder: str, read: CacheRead) -> None:
 @contextlib.contextmanager
 def named_if_damaged(folder: str) -> Iterator[None]:
     """Turn SQLite's "malformed" / "not a database" errors into :class:`CacheCorruptError`
-    naming ``folder``; other errors (a locked database, a full disk) pass unchanged."""
+    naming ``folder``, and a full disk into :class:`DiskFullError` naming it; other errors
+    (a locked database) pass unchanged."""
     try:
         yield
     except sqlite3.DatabaseError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"no space left on device writing the embedding cache {folder!r} "
+                "(--cache-dir): free space or choose another folder; the vectors cached so "
+                "far are kept",
+            ) from exc
         code = getattr(exc, "sqlite_errorcode", None)
         damaged = (
             (code & 0xFF) in _SQLITE_DAMAGED

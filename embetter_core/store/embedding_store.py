@@ -15,7 +15,9 @@ place); :func:`write_kept` records a dedupe decision in a finished store, atomic
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from embetter_core.errors import StoreError
+from embetter_core.errors import DiskFullError, StoreError
 from embetter_core.files import atomic_path
 from embetter_core.store.writing import (
     _OVERWRITE,
@@ -287,6 +289,7 @@ class EmbeddingStore:
         final = check_writable(path, overwrite=overwrite)
         n, dim = int(n), int(dim)
         tmp = final.with_name(_tmp_name(final, os.getpid()))
+        _check_space(final, n, dim)
         rows = min(int(chunk_rows), n)
         try:
             with h5py.File(tmp, "x") as f:
@@ -310,3 +313,17 @@ class EmbeddingStore:
             _unlink(tmp)
             raise
         return StoreWriter(path=final, tmp_path=tmp, n=n, dim=dim)
+
+
+def _check_space(final: Path, n: int, dim: int) -> None:
+    """Refuse, before any row is written, a store its disk has no room for (float32 rows
+    and their ids): HDF5 fails late and unclearly on a full disk."""
+    need = n * dim * 4 + n * 16
+    free = shutil.disk_usage(final.parent).free
+    if free < need:
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"not enough space for the store {final}: {n:,} rows of {dim} floats need about "
+            f"{need / 1e6:,.1f} MB, {final.parent} has {free / 1e6:,.1f} MB free; free space "
+            "or choose another --output (nothing was written)",
+        )

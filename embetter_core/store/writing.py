@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from embetter_core.errors import IncompleteStoreError, OutputNotWritableError, StoreError
-from embetter_core.files import replace_durably
+from embetter_core.files import named_if_disk_full, replace_durably
 
 FORMAT = "embetter-core/embedding-store"
 
@@ -218,6 +218,14 @@ def _open_h5(path: Path, mode: str) -> Any:
             time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def _write_lock(tmp: Path) -> Iterator[Any]:
+    """The temporary store, locked and open for writing (closed inside the lock, so that an
+    error while closing, such as a full disk, is raised here)."""
+    with _locked(tmp), contextlib.closing(_open_tmp(tmp)) as f:
+        yield f
+
+
 def _require_tmp(tmp_path: Path) -> None:
     if not tmp_path.exists():
         raise FileNotFoundError(
@@ -340,7 +348,8 @@ def write_rows(
     tmp = Path(tmp_path)
     ids = _check_ids(ids)
     _require_tmp(tmp)  # before locking, so a wrong path leaves no lock file behind
-    with _locked(tmp), contextlib.closing(_open_tmp(tmp)) as f:
+    kept = "a store already at the final path is untouched"
+    with named_if_disk_full(tmp, "the store's temporary file", kept), _write_lock(tmp) as f:
         n, dim = f["embeddings"].shape
         arr = _check_embeddings(embeddings, dim)
         if len(ids) != arr.shape[0]:
