@@ -243,3 +243,40 @@ def test_killed_worker_gives_the_same_pairs_or_names_the_lost_cells(cluster) -> 
         np.testing.assert_array_equal(report.candidates.a, base.candidates.a)
         np.testing.assert_array_equal(report.candidates.b, base.candidates.b)
         assert report.clusters == base.clusters
+
+
+@pytest.mark.slow
+def test_flow_on_dask_runs_the_cells_there(prefect_harness, cluster, tmp_path) -> None:
+    """``--runner dask --dedupe-method partitioned``: the flow's cells run as tasks on its
+    cluster, with the thread runner's ann pairs."""
+    import pandas as pd
+    from prefect_dask import DaskTaskRunner
+
+    from flows.embed_corpus import embed_corpus
+
+    cl, client = cluster
+    sample = Path(__file__).resolve().parent.parent / "embetter_core/data/debian-sample.csv.gz"
+    corpus = tmp_path / "debian.csv"
+    pd.read_csv(sample, keep_default_na=False).head(400).to_csv(corpus, index=False)
+
+    def run(out: str, method: str, flow=embed_corpus):
+        return flow(
+            input_path=str(corpus),
+            encoder="static",
+            output=str(tmp_path / out / "store.h5"),
+            cache_dir=str(tmp_path / "cache"),
+            report_dir=str(tmp_path / out / "report"),
+            dedupe_method=method,
+            memory_budget="256MiB",
+        )
+
+    run("ann", "ann")
+    on_dask = embed_corpus.with_options(task_runner=DaskTaskRunner(address=cl.scheduler_address))
+    run("dask", "partitioned", flow=on_dask)
+    want = pd.read_csv(tmp_path / "ann/report/pairs.csv")
+    got = pd.read_csv(tmp_path / "dask/report/pairs.csv")
+    assert len(want) > 0
+    pd.testing.assert_frame_equal(got, want)
+    prefixes = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
+    assert any(p.startswith("dedupe") for p in prefixes), prefixes
+    assert not list((tmp_path / "dask").glob(".store.h5.partitions-*"))  # removed
