@@ -119,7 +119,7 @@ def test_budget_too_small_is_refused_naming_the_smallest_that_works(vectors, ann
             partitions=PartitionOptions(work_dir=tmp_path),
             **SETTINGS,
         )
-    assert "memory_budget=1MiB is too small" in str(err.value)
+    assert "memory_budget=1.0MiB is too small" in str(err.value)
     assert list(tmp_path.iterdir()) == []  # refused before any work
     smallest = re.search(r"works is (\S+?MiB)", str(err.value)).group(1)
     report = find_duplicates(vectors, method="partitioned", memory_budget=smallest, **SETTINGS)
@@ -142,7 +142,7 @@ def test_dense_cell_is_searched_in_pieces_with_the_same_pairs() -> None:
 
 def test_auto_runs_partitioned_when_the_vectors_do_not_fit(vectors) -> None:
     big = np.concatenate([vectors] * 3)  # 12,000 rows: above the exact crossover
-    report = find_duplicates(big, threshold=0.9, memory_budget="6.5MiB", block_size=64)
+    report = find_duplicates(big, threshold=0.9, memory_budget="7MiB", block_size=64)
     assert report.params["engine"] == "partitioned"
     assert "engine" not in find_duplicates(big, threshold=0.9, memory_budget="1GiB").params
 

@@ -10,7 +10,7 @@ the interpreter itself (Python, NumPy and faiss take about 200 MB before any dat
 (268435456, 1500000000, 1048576)
 >>> plan = plan_budget(parse_budget("256MiB"), rows=400_000, dims=384, nlist=1265, nprobe=4)
 >>> plan.read_rows, plan.in_flight
-(16384, 2)
+(8192, 2)
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ IN_MEMORY_FACTOR = 2.4
 DEFAULT_SHARE = 0.25
 #: Bytes per row the driver keeps beside the vectors: ids, id order, cells, file places,
 #: nearest scores, and per probed cell a (row, cell) pair.
-_ROW_BYTES = 100
-_VISIT_BYTES = 16
+_ROW_BYTES = 120
+_VISIT_BYTES = 40
 _MIN_READ_ROWS = 1024
 _MAX_READ_ROWS = 65_536
 
@@ -171,7 +171,7 @@ def plan_budget(
     smallest = fixed + max(train, _read_bytes(_MIN_READ_ROWS, dims), search)
     if budget < smallest:
         raise DuplicateSearchError(
-            f"memory_budget={format_bytes(budget)} is too small for {rows} rows x {dims} "
+            f"memory_budget={budget / (1 << 20):.1f}MiB is too small for {rows} rows x {dims} "
             f"dims in {nlist} cells: the smallest budget that works is "
             f"{format_bytes(smallest)} (the per-row bookkeeping, the k-means sample, one read "
             f"block, one tile per thread); nothing was read"

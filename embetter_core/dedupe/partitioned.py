@@ -29,7 +29,7 @@ pairs come back rescored exactly and are decided as the in-memory engines' are. 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
@@ -140,8 +140,8 @@ def find_partitioned(
         ref = write_partitions(folder, _unit_blocks(prep, plan.read_rows), position=layout.position)
         timings["partition_write"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        units = list(_units(layout, cells, plan, dims, settings.block_size))
-        found = _search(ref, units, prep.floor, settings, plan, options)
+        units = _unit_plan(layout, plan, dims, settings.block_size)
+        found = _search(ref, layout, units, prep.floor, settings, options)
         lo, hi, scores, nearest = _collect(found, n, settings.max_candidates)
         timings["search"] = time.perf_counter() - clock
         clock = time.perf_counter()
@@ -163,8 +163,8 @@ def find_partitioned(
     finally:
         if not options.keep_files:
             remove_work_folder(folder)
-    params["cells_searched"] = len({u.cell for u in units})
-    params["cells_split"] = len({u.cell for u in units if u.col_span is not None})
+    params["cells_searched"] = len({c for c, _ in units})
+    params["cells_split"] = len({c for c, span in units if span is not None})
     params["work_folder"] = str(folder) if options.keep_files else None
     sort = np.lexsort((hi, lo, -scores))
     params["timings"] = {k: round(v, 3) for k, v in timings.items()}
@@ -278,35 +278,45 @@ def _unit_blocks(prep: _Prepared, read_rows: int) -> Iterator[tuple[np.ndarray, 
         yield prep.rank[start : start + len(unit)], unit
 
 
-def _units(
-    layout: _Layout, cells: AnnCells, plan: BudgetPlan, dims: int, block: int
-) -> Iterator[CellUnit]:
-    """One unit per cell with rows; a cell over the plan's cell size in pieces of member
-    columns (multiples of ``4 * block``), its rows read as the tiles need them."""
+def _unit_plan(
+    layout: _Layout, plan: BudgetPlan, dims: int, block: int
+) -> list[tuple[int, tuple[int, int] | None]]:
+    """``(cell, col_span)`` per unit: one per cell with rows; a cell over the plan's cell
+    size in pieces of member columns (multiples of ``4 * block``), its rows then read as
+    the tiles need them."""
     most = plan.cell_rows(dims)
     span = max(4 * block, (most // (4 * block)) * 4 * block)
-    for c in range(len(cells.centroids)):
-        start, stop = int(layout.m_bounds[c]), int(layout.m_bounds[c + 1])
-        if stop == start:
-            continue
-        visitors = layout.visitors[layout.v_bounds[c] : layout.v_bounds[c + 1]]
-        unit = CellUnit(c, start, layout.file_rows[start:stop], visitors, layout.position[visitors])
-        if unit.rows <= most:
-            yield unit
-            continue
-        for lo in range(0, stop - start, span):
-            yield replace(unit, col_span=(lo, min(lo + span, stop - start)))
+    members = np.diff(layout.m_bounds)
+    rows = members + np.diff(layout.v_bounds)
+    out: list[tuple[int, tuple[int, int] | None]] = []
+    for c in np.flatnonzero(members).tolist():
+        m = int(members[c])
+        if rows[c] <= most:
+            out.append((c, None))
+        else:
+            out += [(c, (lo, min(lo + span, m))) for lo in range(0, m, span)]
+    return out
+
+
+def _unit(layout: _Layout, cell: int, col_span: tuple[int, int] | None) -> CellUnit:
+    """The :class:`CellUnit` of ``cell`` (or of its members ``col_span``)."""
+    start, stop = int(layout.m_bounds[cell]), int(layout.m_bounds[cell + 1])
+    visitors = layout.visitors[layout.v_bounds[cell] : layout.v_bounds[cell + 1]]
+    return CellUnit(
+        cell, start, layout.file_rows[start:stop], visitors, layout.position[visitors], col_span
+    )
 
 
 def _search(
     ref: PartitionRef,
-    units: list[CellUnit],
+    layout: _Layout,
+    units: list[tuple[int, tuple[int, int] | None]],
     floor: float,
     settings: SearchSettings,
-    plan: BudgetPlan,
     options: PartitionOptions,
-) -> list[UnitResult]:
-    """Every unit searched: on ``settings.n_jobs`` threads, or as Dask tasks on
+) -> Iterator[UnitResult]:
+    """Every unit searched, results yielded as they come (so that the driver holds only
+    what it keeps): on ``settings.n_jobs`` threads, or as Dask tasks on
     ``options.client``; progress reported as units complete."""
     total = len(units)
     progress = options.on_progress or (lambda done, total: None)
@@ -314,23 +324,23 @@ def _search(
     kwargs = {"floor": floor, "block": settings.block_size, "blas_threads": settings.blas_threads}
     if options.client is not None:
         in_flight = options.max_in_flight or 2 * sum(options.client.nthreads().values()) or 2
-        return _search_on_dask(options.client, ref, units, kwargs, in_flight, progress)
-    results = []
-    tasks = (lambda u=u: search_unit(ref, u, **kwargs) for u in units)
+        yield from _search_on_dask(options.client, ref, layout, units, kwargs, in_flight, progress)
+        return
+    tasks = (lambda u=u: search_unit(ref, _unit(layout, *u), **kwargs) for u in units)
     for done, result in enumerate(_run(tasks, settings.n_jobs), start=1):
-        results.append(result)
+        yield result
         progress(done, total)
-    return results
 
 
 def _search_on_dask(
     client: Any,
     ref: PartitionRef,
-    units: list[CellUnit],
+    layout: _Layout,
+    units: list[tuple[int, tuple[int, int] | None]],
     kwargs: dict[str, Any],
     in_flight: int,
     progress: Callable[[int, int], None],
-) -> list[UnitResult]:
+) -> Iterator[UnitResult]:
     """One Dask task per unit, at most ``in_flight`` submitted and not collected; a unit
     that fails for good (its worker lost more often than Dask retries) fails the search,
     naming the cells, never a partial result."""
@@ -338,39 +348,40 @@ def _search_on_dask(
 
     total = len(units)
     todo = iter(enumerate(units))
-    names: dict[str, CellUnit] = {}
+    names: dict[str, str] = {}
 
-    def submit(i: int, unit: CellUnit) -> Any:
-        fut = client.submit(search_unit, ref, unit, key=f"dedupe-cell-{ref.path}-{i}", **kwargs)
-        names[fut.key] = unit
+    def submit(i: int, unit: tuple[int, tuple[int, int] | None]) -> Any:
+        cell = _unit(layout, *unit)
+        fut = client.submit(search_unit, ref, cell, key=f"dedupe-cell-{ref.path}-{i}", **kwargs)
+        names[fut.key] = cell.name
         return fut
 
     running = as_completed([submit(i, u) for i, u in islice(todo, in_flight)])
-    results: list[UnitResult] = []
+    done = 0
     lost: list[str] = []
     for fut in running:
         try:
-            results.append(fut.result())
+            result = fut.result()
         except Exception as exc:  # KilledWorker, or the task's own error
-            lost.append(f"{names[fut.key].name} ({type(exc).__name__}: {exc})")
+            lost.append(f"{names[fut.key]} ({type(exc).__name__}: {exc})")
             continue
         finally:
             fut.release()
-        progress(len(results), total)
+        done += 1
+        yield result
+        progress(done, total)
         for i, unit in islice(todo, 1):
             running.add(submit(i, unit))
-    if lost or len(results) != total:
-        missing = total - len(results)
+    if lost or done != total:
         raise DuplicateSearchError(
-            f"the partitioned search lost {missing} of {total} cells on the Dask cluster: "
+            f"the partitioned search lost {total - done} of {total} cells on the Dask cluster: "
             f"{'; '.join(lost[:10])}{' ...' if len(lost) > 10 else ''}; no report was made "
             f"(rerun; the store is untouched)"
         )
-    return results
 
 
 def _collect(
-    results: list[UnitResult], n: int, limit: int
+    results: Iterable[UnitResult], n: int, limit: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The units' pairs (each once, canonical ``lo < hi``), their scores and each row's
     best score."""
