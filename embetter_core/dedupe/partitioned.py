@@ -302,8 +302,10 @@ def _unit(layout: _Layout, cell: int, col_span: tuple[int, int] | None) -> CellU
     """The :class:`CellUnit` of ``cell`` (or of its members ``col_span``)."""
     start, stop = int(layout.m_bounds[cell]), int(layout.m_bounds[cell + 1])
     visitors = layout.visitors[layout.v_bounds[cell] : layout.v_bounds[cell + 1]]
+    at = layout.position[visitors]
+    by_place = np.argsort(at)  # visitors in file order: the gather reads forward
     return CellUnit(
-        cell, start, layout.file_rows[start:stop], visitors, layout.position[visitors], col_span
+        cell, start, layout.file_rows[start:stop], visitors[by_place], at[by_place], col_span
     )
 
 
