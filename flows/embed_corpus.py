@@ -92,8 +92,16 @@ def embed_corpus(params: EmbedParams) -> EmbedResult:
     )
     report: DuplicateReport
     if params.incremental:  # only new and edited rows are searched; the same result
+        method = params.dedupe_method
+        if method == "partitioned":
+            get_run_logger().warning(
+                "--incremental with --dedupe-method partitioned runs the ann engine in memory: "
+                "an incremental run searches its new rows against the old ones held in "
+                "memory, so the partition files cannot serve the next run"
+            )
+            method = "ann"
         report = find_duplicates_incremental_in_store(
-            str(store_path), threshold, params.dedupe_method, params.keep, quote(values)
+            str(store_path), threshold, method, params.keep, quote(values)
         )
     else:  # nothing re-thresholds this report: search no lower than it decides
         report = find_duplicates_in_store(
@@ -103,6 +111,9 @@ def embed_corpus(params: EmbedParams) -> EmbedResult:
             params.keep,
             quote(values),
             floor=first_threshold,
+            memory_budget=params.memory_budget,
+            work_dir=params.dedupe_work_dir,
+            on_dask=_on_dask(),
         )
     decider, decider_cache, two_stage = spec, cache, None
     if rescore_spec is not None:  # the rows in a first-stage pair, decided by a better encoder
@@ -130,6 +141,16 @@ def embed_corpus(params: EmbedParams) -> EmbedResult:
         threshold_source=threshold_source,
         two_stage=two_stage,
     )
+
+
+def _on_dask() -> bool:
+    """Whether this flow run's task runner is a Dask cluster (the partitioned dedupe then
+    runs its cells there)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    runner = getattr(context, "task_runner", None)
+    return type(runner).__name__ == "DaskTaskRunner"
 
 
 def dask_runner(address: str | None = None, n_workers: int = 2) -> Any:

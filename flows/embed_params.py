@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from embetter_core.corpus import corpus_kind
 from embetter_core.dedupe import DEFAULT_THRESHOLD, REFERENCE_PAIRS_CSV, KeepRule, state_path
+from embetter_core.dedupe.budget import parse_budget
 from embetter_core.encoders import ENCODERS, EncoderSpec, encoder_class
 from embetter_core.files import check_outputs_apart
 from flows.params import Cli
@@ -76,8 +77,22 @@ class EmbedParams(BaseModel):
         "threshold, then only the rows in them are encoded with this encoder kind (its own "
         "cache folder) and decided at --threshold or its recommended one",
     )
-    dedupe_method: Literal["auto", "exact", "ann"] = Field(
-        "auto", description="exact blocked search, approximate (ann), or auto by corpus size"
+    dedupe_method: Literal["auto", "exact", "ann", "partitioned"] = Field(
+        "auto",
+        description="exact blocked search, approximate (ann), ann out of core cell by cell "
+        "(partitioned: the store read in blocks, the cells run on the Dask cluster with "
+        "the dask runner), or auto by corpus size and memory budget",
+    )
+    memory_budget: str | None = Field(
+        None,
+        description="partitioned (and auto) dedupe: memory the search may hold per process, "
+        "e.g. 2GiB or 512MB (default: a quarter of the machine's memory); auto runs "
+        "partitioned when the vectors do not fit it",
+    )
+    dedupe_work_dir: str | None = Field(
+        None,
+        description="partitioned dedupe: folder for the partition files (default: beside "
+        "the output store); on a cluster a path every worker can open",
     )
     report_dir: str = Field(
         "out/report", description="folder for pairs.csv, removed.csv and report.html"
@@ -169,6 +184,13 @@ class EmbedParams(BaseModel):
     @classmethod
     def _keep_rule(cls, value: str) -> str:
         return str(KeepRule.parse(value))  # a bad rule fails here, before any work
+
+    @field_validator("memory_budget")
+    @classmethod
+    def _budget(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_budget(value)  # a bad size fails here, before any work
+        return value
 
     @field_validator("input_path", "difference_model", "reference")
     @classmethod

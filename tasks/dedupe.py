@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prefect import get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from embetter_core.dedupe import DuplicateReport, candidate_rows, find_duplicates, rescore_report
+from embetter_core.dedupe.partitioned import PartitionOptions
 from embetter_core.store import EmbeddingStore, write_kept
 from tasks.options import step
 
@@ -21,12 +25,27 @@ def find_duplicates_in_store(
     keep: str = "first",
     keep_values: Sequence[Any] | None = None,
     floor: float | None = None,
+    memory_budget: str | None = None,
+    work_dir: str | None = None,
+    on_dask: bool = False,
 ) -> DuplicateReport:
     """Near-duplicate pairs and clusters of the vectors in ``store_path``; ``keep`` decides
     which rows stay (``keep_values``: the rule's values, one per store row). ``floor``: as
     :func:`~embetter_core.dedupe.find_duplicates`'s; a run that never re-thresholds passes
-    its threshold, so no candidates below it are searched for and held."""
-    with EmbeddingStore.open(store_path) as st:
+    its threshold, so no candidates below it are searched for and held.
+
+    The partitioned engine (``method="partitioned"``, or ``auto`` over ``memory_budget``)
+    reports its cells done / total as the ``dedupe-progress`` artifact; ``on_dask``: its
+    cells run as tasks on the flow's Dask cluster."""
+    with EmbeddingStore.open(store_path) as st, ExitStack() as stack:
+        client = None
+        if on_dask:
+            from prefect_dask import get_dask_client
+
+            client = stack.enter_context(get_dask_client())
+        options = PartitionOptions(
+            work_dir=work_dir, client=client, on_progress=_cell_progress(get_run_logger())
+        )
         return find_duplicates(
             st.dataset,
             ids=st.ids,
@@ -35,7 +54,31 @@ def find_duplicates_in_store(
             keep=keep,
             keep_values=keep_values,
             floor=floor,
+            memory_budget=memory_budget,
+            partitions=options,
         )
+
+
+def _cell_progress(logger: Any) -> Callable[[int, int], None]:
+    """The partitioned dedupe's progress: a Prefect progress artifact (cells done / total,
+    as the embedding's chunk progress) and a log line every tenth."""
+    state: dict[str, Any] = {}
+
+    def report(done: int, total: int) -> None:
+        if "id" not in state:
+            state["id"] = create_progress_artifact(
+                progress=0.0,
+                key="dedupe-progress",
+                description=f"Cells of the partitioned dedupe searched (of {total})",
+            )
+            state["shown"] = -1
+        tenth = 10 * done // max(total, 1)
+        if tenth != state["shown"]:
+            state["shown"] = tenth
+            update_progress_artifact(state["id"], progress=100.0 * done / max(total, 1))
+            logger.info("dedupe: %d of %d cells searched", done, total)
+
+    return report
 
 
 @step("candidate-rows")

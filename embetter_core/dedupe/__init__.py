@@ -10,7 +10,8 @@ Inside: ``settings`` (defaults and :class:`SearchSettings`), ``checks`` (the inp
 every entry point runs first), ``engines`` and ``cells`` (the exact and ann searches),
 ``candidates`` and ``results`` (what a search found, and :class:`DuplicateReport`),
 ``keep`` and ``decide`` (which rows stay), ``state`` / ``incremental`` /
-``incremental_ann`` (incremental runs), ``reference`` and ``rescore``.
+``incremental_ann`` (incremental runs), ``reference`` and ``rescore``; ``budget``,
+``partition_files``, ``partition_search`` and ``partitioned`` (the out-of-core engine).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from embetter_core.dedupe.candidates import AnnCells, Candidates, RecallSample, 
 from embetter_core.dedupe.find import find_duplicates
 from embetter_core.dedupe.incremental import find_duplicates_incremental
 from embetter_core.dedupe.keep import KEEP_RULES, KeepRule, align_values
+from embetter_core.dedupe.partitioned import PartitionOptions
 from embetter_core.dedupe.reference import (
     AUTO_EXACT_MAX_PAIRS,
     REFERENCE_PAIRS_CSV,
@@ -55,6 +57,7 @@ __all__ = [
     "DuplicateReport",
     "DuplicateSearchError",
     "KeepRule",
+    "PartitionOptions",
     "RecallSample",
     "SearchOptions",
     "SearchSettings",

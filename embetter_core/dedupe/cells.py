@@ -57,14 +57,23 @@ def _train_cells(
     X: np.ndarray, *, nlist: int, seed: int, niter: int = 10, train_per_cell: int = 32
 ) -> np.ndarray:
     """Spherical k-means centres (``nlist x d`` float32), trained on a sample of rows."""
-    import faiss
+    train = X[_train_rows(len(X), nlist=nlist, seed=seed, train_per_cell=train_per_cell)]
+    return _train_on(train, nlist=nlist, seed=seed, niter=niter)
 
-    n, d = X.shape
+
+def _train_rows(n: int, *, nlist: int, seed: int, train_per_cell: int = 32) -> np.ndarray:
+    """The rows (ascending) :func:`_train_cells` trains on."""
     rng = np.random.default_rng(seed)
     train_n = min(n, max(train_per_cell * nlist, 10_000))
-    train = X[np.sort(rng.choice(n, size=train_n, replace=False))]
+    return np.sort(rng.choice(n, size=train_n, replace=False))
+
+
+def _train_on(train: np.ndarray, *, nlist: int, seed: int, niter: int = 10) -> np.ndarray:
+    """Spherical k-means centres (``nlist x d`` float32) of the rows ``train``."""
+    import faiss
+
     kmeans = faiss.Kmeans(
-        d,
+        train.shape[1],
         nlist,
         niter=niter,
         spherical=True,
@@ -137,30 +146,15 @@ def _search_cells(
     by_cell = np.argsort(cells.visit_cells, kind="stable")
     visitors = cells.visit_rows[by_cell]
     v_bounds = np.searchsorted(cells.visit_cells[by_cell], np.arange(nlist + 1))
-    cols = 4 * block
 
     def cell_task(c: int) -> Callable[[], Any]:
         def task() -> Any:
             mem = members[m_bounds[c] : m_bounds[c + 1]]
             queries = np.concatenate([mem, visitors[v_bounds[c] : v_bounds[c + 1]]])
-            best = np.full(len(queries), -np.inf, dtype=np.float32)
-            hits_a, hits_b = [], []
-            # query blocks: the members first (their own upper triangle), then the visitors
-            starts = [*range(0, len(mem), block), *range(len(mem), len(queries), block)]
-            for j0 in range(0, len(mem), cols):
-                Xm = X[mem[j0 : j0 + cols]]
-                for i0 in starts:
-                    i1 = min(i0 + block, len(mem) if i0 < len(mem) else len(queries))
-                    diag = (i0 - j0) if i0 < len(mem) else None
-                    rmax, cmax, r, cc = _tile(X[queries[i0:i1]], Xm, screen, diag)
-                    np.maximum(best[i0:i1], rmax, out=best[i0:i1])
-                    # column maxima: each member's best among these queries (this covers the
-                    # masked lower triangle of the members' own block)
-                    span = slice(j0, j0 + len(cmax))
-                    np.maximum(best[span], cmax, out=best[span])
-                    hits_a.append(queries[r + i0])
-                    hits_b.append(mem[cc + j0])
-            return [queries], [best], hits_a, hits_b
+            best, q, m = _cell_tiles(
+                lambda a, b: X[queries[a:b]], len(mem), len(queries), screen, block=block
+            )
+            return [queries], [best], [queries[q]], [mem[m]]
 
         return task
 
@@ -206,6 +200,44 @@ def _search_cells(
         for a, b in zip(hits_a, hits_b, strict=True):
             found.add(a, b)
     return _Found(*found.result(unique=True), nearest, cells)
+
+
+def _cell_tiles(
+    rows: Callable[[int, int], np.ndarray],
+    n_mem: int,
+    n_queries: int,
+    screen: np.float32,
+    *,
+    block: int,
+    col_span: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The tiles of one cell: its queries (``n_mem`` members first, then the visitors; the
+    query rows ``a:b`` are ``rows(a, b)``) against its members, the members' own block over
+    its upper triangle only. ``col_span``: only the members ``lo:hi`` as columns (a cell
+    searched in pieces; ``lo`` a multiple of ``4 * block``). Returns each query's best
+    (over these columns) and the hits as (query, member) positions."""
+    cols = 4 * block
+    lo, hi = (0, n_mem) if col_span is None else col_span
+    best = np.full(n_queries, -np.inf, dtype=np.float32)
+    hits_q, hits_m = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
+    # query blocks: the members first (their own upper triangle), then the visitors
+    starts = [*range(0, n_mem, block), *range(n_mem, n_queries, block)]
+    for j0 in range(lo, hi, cols):
+        Xm = rows(j0, min(j0 + cols, hi))
+        for i0 in starts:
+            i1 = min(i0 + block, n_mem if i0 < n_mem else n_queries)
+            diag = (i0 - j0) if i0 < n_mem else None
+            if diag is not None and diag >= len(Xm) - 1:
+                continue  # every entry at or below the diagonal: nothing to find
+            rmax, cmax, r, cc = _tile(rows(i0, i1), Xm, screen, diag)
+            np.maximum(best[i0:i1], rmax, out=best[i0:i1])
+            # column maxima: each member's best among these queries (this covers the
+            # masked lower triangle of the members' own block)
+            span = slice(j0, j0 + len(cmax))
+            np.maximum(best[span], cmax, out=best[span])
+            hits_q.append(r + i0)
+            hits_m.append(cc + j0)
+    return best, np.concatenate(hits_q), np.concatenate(hits_m)
 
 
 def _recall_sample(

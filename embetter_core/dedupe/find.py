@@ -39,10 +39,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Unpack
 
 import numpy as np
 
+from embetter_core.dedupe.budget import budget_bytes, fits_in_memory
 from embetter_core.dedupe.candidates import AnnCells, Candidates, RecallSample
 from embetter_core.dedupe.cells import _ann_search, _recall_sample
 from embetter_core.dedupe.checks import (
@@ -55,6 +57,7 @@ from embetter_core.dedupe.checks import (
 from embetter_core.dedupe.decide import _groups_by_key
 from embetter_core.dedupe.engines import _blas_limit, _exact_search, _Found, _rescore
 from embetter_core.dedupe.keep import KeepRule
+from embetter_core.dedupe.partitioned import PartitionOptions, find_partitioned
 from embetter_core.dedupe.results import DuplicateReport
 from embetter_core.dedupe.settings import (
     _SCREEN_SLACK,
@@ -77,6 +80,8 @@ def find_duplicates(
     settings: SearchSettings | None = None,
     reference: Any = None,
     reference_ids: Sequence[Hashable] | None = None,
+    memory_budget: int | str | None = None,
+    partitions: PartitionOptions | None = None,
     **search: Unpack[SearchOptions],
 ) -> DuplicateReport:
     """Find near-duplicate rows of ``embeddings`` by cosine similarity.
@@ -85,7 +90,10 @@ def find_duplicates(
         embeddings: ``(n, d)`` array-like, or an ``h5py.Dataset`` (read in blocks).
         ids: one hashable id per row (default: row numbers); must be unique.
         threshold: cosine similarity at or above which two rows are duplicates, in (0, 1].
-        method: ``"exact"``, ``"ann"`` or ``"auto"`` (exact up to ``AUTO_EXACT_MAX_ROWS``).
+        method: ``"exact"``, ``"ann"``, ``"partitioned"`` (the ann search out of core, cell
+            by cell: :mod:`~embetter_core.dedupe.partitioned`) or ``"auto"`` (exact up to
+            ``AUTO_EXACT_MAX_ROWS``, partitioned when the vectors do not fit
+            ``memory_budget``, ann otherwise).
         texts: the rows' texts (a sequence in row order, or a mapping id -> text); identical
             texts form the exact-duplicate groups. Without it, bitwise identical vectors do.
         keep: which rows of a cluster are kept: ``"first"`` (input order), ``"last"``,
@@ -103,6 +111,10 @@ def find_duplicates(
             given as keyword arguments (``nprobe=8``), which win over ``settings``:
             ``nprobe``, ``nlist``, ``recall_sample``, ``n_jobs``, ``blas_threads``,
             ``block_size``, ``max_candidates``, ``seed``.
+        memory_budget: partitioned (and auto): the bytes the search may hold, e.g.
+            ``"2GiB"`` (default: a quarter of the machine's memory).
+        partitions: partitioned: work folder, Dask client, progress
+            (:class:`~embetter_core.dedupe.partitioned.PartitionOptions`).
         reference, reference_ids: deprecated: call :func:`find_reference_duplicates`
             (``find_duplicates(X, reference=R)`` still returns its ``ReferenceMatches``,
             with a ``DeprecationWarning``).
@@ -140,6 +152,12 @@ def find_duplicates(
         )
         return matches  # type: ignore[return-value]  # the deprecated form, until removed
     prep = _prepare(embeddings, ids, threshold, floor, method, texts, keep, keep_values)
+    if prep.method != "exact" and method in ("auto", "partitioned"):
+        budget = budget_bytes(memory_budget)
+        dims = int(prep.matrix.shape[1]) if prep.n else 0
+        if method == "partitioned" or not fits_in_memory(prep.n, dims, budget):
+            prep = replace(prep, method="partitioned")
+            return _assemble(*find_partitioned(prep, settings, budget, partitions))
     X, bad_rows, zero_rows = _load_normalised(prep.matrix, prep.n, prep.rank)
     _refuse_bad_rows(bad_rows, prep.ids)
     n, floor = prep.n, prep.floor

@@ -138,6 +138,12 @@ def find_duplicates_incremental(
     if state.is_dir():  # refused before any work: the run could never save its state
         raise DuplicateSearchError(f"dedupe state {state} is a folder; give a file's path")
     settings = SearchSettings.of(settings, search)
+    if method == "partitioned":
+        raise DuplicateSearchError(
+            "find_duplicates_incremental does not run method='partitioned': an incremental "
+            "run searches its new rows against the old ones in memory; use method='ann' (a "
+            "partitioned report's cells are ann cells, so its state serves an ann rerun)"
+        )
     prep = _prepare(embeddings, ids, threshold, floor, method, texts, keep, keep_values)
     for name, share in (("max_fresh", max_fresh), ("retrain_share", retrain_share)):
         if not 0.0 <= share <= 1.0:

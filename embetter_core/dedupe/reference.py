@@ -265,7 +265,7 @@ def find_reference_duplicates(
     finally:
         close()
 
-    chosen = method
+    chosen = "ann" if method == "partitioned" else method  # a reference search runs in memory
     if method == "auto":
         chosen = "exact" if n * m <= AUTO_EXACT_MAX_PAIRS else "ann"
     params = settings.report_params(method, reference=source)

@@ -32,7 +32,7 @@ DEFAULT_THRESHOLD = 0.82
 #: Up to this many rows ``method="auto"`` runs the exact engine: ann is faster above about
 #: 8-10k rows here (``python -m benchmarks.dedupe --crossover ...``, see BENCHMARKS.md).
 AUTO_EXACT_MAX_ROWS = 10_000
-METHODS = ("auto", "exact", "ann")
+METHODS = ("auto", "exact", "ann", "partitioned")
 #: Candidates are screened this far below the floor in float32, then rescored exactly.
 _SCREEN_SLACK = 1e-4
 #: Rows read from the input at a time (an ``h5py.Dataset`` is never read whole).
