@@ -113,3 +113,7 @@ class CacheCorruptError(ValueError):
 
     def __reduce__(self) -> tuple[type, tuple[str, str]]:
         return type(self), (str(self), self.folder)
+
+
+class CandidateOverflowError(DuplicateSearchError):
+    """A search found more candidate pairs above its floor than ``max_candidates``."""

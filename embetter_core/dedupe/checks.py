@@ -13,6 +13,7 @@ import numpy as np
 
 from embetter_core.dedupe.candidates import Candidates
 from embetter_core.dedupe.decide import _groups_by_key, _keep_order
+from embetter_core.dedupe.floors import default_floor
 from embetter_core.dedupe.keep import KeepRule, align_values
 from embetter_core.dedupe.settings import _READ_BLOCK, METHODS, choose_method
 from embetter_core.errors import DuplicateSearchError
@@ -25,6 +26,7 @@ class _Prepared:
 
     threshold: float
     floor: float
+    floor_given: bool  # the user gave the floor (a default one may be raised on overflow)
     requested: str  # the method asked for
     method: str  # the engine that runs: "exact" or "ann"
     matrix: Any  # the input, an ndarray or an h5py Dataset
@@ -53,6 +55,7 @@ def _prepare(
 ) -> _Prepared:
     """Every check of a self-search's arguments, in the order a user meets them; nothing is
     read from ``embeddings`` but its shape."""
+    given_floor = floor
     threshold, floor = _check_params(threshold, floor, method)
     matrix, n = _input_shape(embeddings)
     ids_list = _check_ids(ids, n)
@@ -62,6 +65,7 @@ def _prepare(
     return _Prepared(
         threshold=threshold,
         floor=floor,
+        floor_given=given_floor is not None,
         requested=method,
         method=choose_method(method, n),
         matrix=matrix,
@@ -80,7 +84,7 @@ def _check_params(threshold: float, floor: float | None, method: str) -> tuple[f
     threshold = float(threshold)
     if not 0.0 < threshold <= 1.0:
         raise DuplicateSearchError(f"threshold must be in (0, 1], got {threshold}")
-    floor = max(threshold - 0.1, threshold / 2) if floor is None else float(floor)
+    floor = default_floor(threshold) if floor is None else float(floor)
     if not 0.0 < floor <= threshold:
         raise DuplicateSearchError(f"floor must be in (0, threshold={threshold}], got {floor}")
     if method not in METHODS:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from embetter_core.errors import DuplicateSearchError
+from embetter_core.errors import CandidateOverflowError
 
 if TYPE_CHECKING:
     pass
@@ -81,6 +81,15 @@ class _Found(NamedTuple):
         return cls(none, none, np.full(n, -np.inf, dtype=np.float32))
 
 
+def _overflow(limit: int) -> CandidateOverflowError:
+    """The error of a search that found more than ``limit`` candidate pairs (the entry
+    points catch it to raise a default floor, or to name the floor that would fit)."""
+    return CandidateOverflowError(
+        f"more than max_candidates={limit} candidate pairs above the floor: "
+        "raise the threshold or the floor, or raise max_candidates"
+    )
+
+
 class _Collector:
     """Accumulates candidate pairs (canonical rows, lo < hi), bounded by ``limit``."""
 
@@ -95,10 +104,7 @@ class _Collector:
             return
         self.count += len(a)
         if self.count > self.limit:
-            raise DuplicateSearchError(
-                f"more than max_candidates={self.limit} candidate pairs above the floor: "
-                "raise the threshold or the floor, or raise max_candidates"
-            )
+            raise _overflow(self.limit)
         self.lo.append(np.minimum(a, b))
         self.hi.append(np.maximum(a, b))
 
@@ -256,10 +262,7 @@ def _cross_search(
         colmax[j0 : j0 + len(cmax)] = cmax
         count += len(q)
         if count > limit:
-            raise DuplicateSearchError(
-                f"more than max_candidates={limit} candidate pairs above the floor: "
-                "raise the threshold or the floor, or raise max_candidates"
-            )
+            raise _overflow(limit)
         hits_q.append(q)
         hits_m.append(m + j0)
     return rowmax, colmax, np.concatenate(hits_q), np.concatenate(hits_m)

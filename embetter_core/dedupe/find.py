@@ -56,6 +56,7 @@ from embetter_core.dedupe.checks import (
 )
 from embetter_core.dedupe.decide import _groups_by_key
 from embetter_core.dedupe.engines import _blas_limit, _exact_search, _Found, _rescore
+from embetter_core.dedupe.floors import search_fitting
 from embetter_core.dedupe.keep import KeepRule
 from embetter_core.dedupe.partitioned import PartitionOptions, find_partitioned
 from embetter_core.dedupe.results import DuplicateReport
@@ -106,7 +107,10 @@ def find_duplicates(
             dates for ``column:`` (see :func:`embetter_core.corpus.keep_values_for` to read
             them from a corpus file).
         floor: keep candidates down to this score for ``rethreshold`` (default
-            ``max(threshold - 0.1, threshold / 2)``).
+            ``max(threshold - 0.1, threshold / 2)``). When the default floor would hold
+            more than ``max_candidates`` pairs it is raised toward the threshold, with a
+            logged warning (``report.floor`` says which); a floor given here is kept, and
+            the error names the floor that would fit.
         settings: how the search runs (:class:`SearchSettings`); its fields may also be
             given as keyword arguments (``nprobe=8``), which win over ``settings``:
             ``nprobe``, ``nlist``, ``recall_sample``, ``n_jobs``, ``blas_threads``,
@@ -160,24 +164,39 @@ def find_duplicates(
             return _assemble(*find_partitioned(prep, settings, budget, partitions))
     X, bad_rows, zero_rows = _load_normalised(prep.matrix, prep.n, prep.rank)
     _refuse_bad_rows(bad_rows, prep.ids)
-    n, floor = prep.n, prep.floor
+    n = prep.n
     params = settings.report_params(method)
-    screen = np.float32(floor - _SCREEN_SLACK)
     sample = None
     with _blas_limit(settings.blas_threads, with_faiss=prep.method == "ann"):
-        if n < 2:
-            found = _Found.empty(n)
-        elif prep.method == "exact":
-            found = _exact_search(
-                X,
-                screen,
-                block=settings.block_size,
-                n_jobs=settings.n_jobs,
-                limit=settings.max_candidates,
-            )
-        else:
-            params["nlist"] = cells = settings.cells(n)
-            found = _ann_search(X, screen, nlist=cells, settings=settings)
+        if prep.method == "ann" and n >= 2:
+            params["nlist"] = settings.cells(n)
+
+        def search(floor: float) -> _Found:
+            screen = np.float32(floor - _SCREEN_SLACK)
+            if n < 2:
+                return _Found.empty(n)
+            if prep.method == "exact":
+                return _exact_search(
+                    X,
+                    screen,
+                    block=settings.block_size,
+                    n_jobs=settings.n_jobs,
+                    limit=settings.max_candidates,
+                )
+            return _ann_search(X, screen, nlist=params["nlist"], settings=settings)
+
+        found, floor = search_fitting(
+            search,
+            X,
+            floor=prep.floor,
+            threshold=prep.threshold,
+            given=prep.floor_given,
+            limit=settings.max_candidates,
+            seed=settings.seed,
+        )
+        if floor != prep.floor:
+            params["floor_raised_from"] = prep.floor
+            prep = replace(prep, floor=floor)
         lo, hi, nearest = found.lo, found.hi, found.nearest  # canonical rows
         scores = _rescore(X, lo, hi)
         keep_pair = scores >= floor

@@ -60,6 +60,7 @@ import itertools
 import logging
 import os
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Unpack
 
@@ -91,7 +92,7 @@ from embetter_core.dedupe.settings import (
     SearchSettings,
 )
 from embetter_core.dedupe.state import DedupeState, row_hashes
-from embetter_core.errors import DedupeStateError, DuplicateSearchError
+from embetter_core.errors import CandidateOverflowError, DedupeStateError, DuplicateSearchError
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +156,8 @@ def find_duplicates_incremental(
 
     old, reason = _usable_state(state, fingerprint, prep, dim, str(raw.dtype), settings)
     report = scale = None
+    if old is not None and old.floor != prep.floor:  # a default floor the last run raised
+        prep = replace(prep, floor=old.floor)
     if old is not None:
         try:
             report, reason, scale = _incremental(
@@ -169,6 +172,10 @@ def find_duplicates_incremental(
             )
         except DedupeStateError as err:  # found inconsistent while matching the rows
             old, reason = None, str(err)
+        except CandidateOverflowError as err:
+            if prep.floor_given:
+                raise
+            old, reason = None, f"{err}; a full run raises the default floor"
     if report is None or scale is None:
         if old is None and not reason.startswith("no state"):
             logger.warning("dedupe state %s not used (%s); running a full dedupe", state, reason)
@@ -182,7 +189,7 @@ def find_duplicates_incremental(
             prep.texts,
             keep=prep.keep,
             keep_values=prep.keep_values,
-            floor=prep.floor,
+            floor=prep.floor if prep.floor_given else None,
             settings=settings,
         )
         report.params["incremental"] = {"mode": "full", "reason": reason, "state": str(state)}
@@ -234,9 +241,12 @@ def _usable_state(
         return None, f"no state at {path} yet"
     except DedupeStateError as err:
         return None, str(err)
+    # a default floor may have been raised by the last run (never above the threshold)
+    raised = not prep.floor_given and old.floor_raised_from == prep.floor
+    raised = raised and prep.floor < old.floor <= prep.threshold
     checks = [
         ("encoder fingerprint", old.fingerprint, fingerprint),
-        ("floor", old.floor, prep.floor),
+        ("floor", old.floor, old.floor if raised else prep.floor),
         ("engine", old.method, prep.method),
         ("dimension", old.dim, dim),
         ("input dtype", old.input_dtype, input_dtype),
@@ -397,6 +407,8 @@ def _incremental(
     params = settings.report_params(prep.requested)
     if method == "ann":
         params["nlist"] = len(old.cells.centroids) if old.cells is not None else None
+    if old.floor_raised_from is not None and floor == old.floor:
+        params["floor_raised_from"] = old.floor_raised_from
     params["incremental"] = {
         "mode": "incremental",
         "state": str(state),

@@ -13,12 +13,11 @@ import numpy as np
 
 from embetter_core.dedupe.candidates import AnnCells, RecallSample
 from embetter_core.dedupe.cells import _assign_cells
-from embetter_core.dedupe.engines import _cross_search, _rescore, _run
+from embetter_core.dedupe.engines import _cross_search, _overflow, _rescore, _run
 from embetter_core.dedupe.settings import (
     _SCREEN_SLACK,
 )
 from embetter_core.dedupe.state import DedupeState
-from embetter_core.errors import DuplicateSearchError
 
 
 class _UnitRows:
@@ -111,10 +110,7 @@ def _search_fresh(
         hits_b.append(b)
         count += len(a)
         if count > limit:
-            raise DuplicateSearchError(
-                f"more than max_candidates={limit} candidate pairs above the floor: "
-                "raise the threshold or the floor, or raise max_candidates"
-            )
+            raise _overflow(limit)
     if where:
         np.maximum.at(nearest, np.concatenate(where), np.concatenate(best))
     if not hits_a:

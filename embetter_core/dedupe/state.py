@@ -106,6 +106,7 @@ class DedupeState:
     cells: AnnCells | None = None
     trained_rows: int = 0
     placed_since_training: int = 0
+    floor_raised_from: float | None = None  # the default floor that overflowed, if raised
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -154,6 +155,7 @@ class DedupeState:
             cells=cand.cells,
             trained_rows=len(ids) if trained_rows is None else int(trained_rows),
             placed_since_training=int(placed_since_training),
+            floor_raised_from=report.params.get("floor_raised_from"),
         )
 
     # -- file -----------------------------------------------------------------------------
@@ -170,6 +172,8 @@ class DedupeState:
             "trained_rows": self.trained_rows,
             "placed_since_training": self.placed_since_training,
         }
+        if self.floor_raised_from is not None:
+            meta["floor_raised_from"] = self.floor_raised_from
         arrays: dict[str, np.ndarray] = {
             "ids": self.ids,
             "hashes": self.hashes,
@@ -255,6 +259,7 @@ class DedupeState:
             cells=cells,
             trained_rows=int(meta["trained_rows"]),
             placed_since_training=int(meta["placed_since_training"]),
+            floor_raised_from=meta.get("floor_raised_from"),
         )
 
     def _problem(self) -> str | None:
