@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.context import FlowRunContext, TaskRunContext
 
 from embetter_core.dedupe import DuplicateReport, candidate_rows, find_duplicates, rescore_report
 from embetter_core.dedupe.partitioned import PartitionOptions
@@ -37,14 +37,12 @@ def find_duplicates_in_store(
     The partitioned engine (``method="partitioned"``, or ``auto`` over ``memory_budget``)
     reports its cells done / total as the ``dedupe-progress`` artifact; ``on_dask``: its
     cells run as tasks on the flow's Dask cluster."""
-    with EmbeddingStore.open(store_path) as st, ExitStack() as stack:
-        client = None
-        if on_dask:
-            from prefect_dask import get_dask_client
-
-            client = stack.enter_context(get_dask_client())
+    in_run = FlowRunContext.get() is not None or TaskRunContext.get() is not None
+    with EmbeddingStore.open(store_path) as st:
         options = PartitionOptions(
-            work_dir=work_dir, client=client, on_progress=_cell_progress(get_run_logger())
+            work_dir=work_dir,
+            client=_flow_dask_client() if on_dask else None,
+            on_progress=_cell_progress(get_run_logger()) if in_run else None,
         )
         return find_duplicates(
             st.dataset,
@@ -57,6 +55,16 @@ def find_duplicates_in_store(
             memory_budget=memory_budget,
             partitions=options,
         )
+
+
+def _flow_dask_client() -> Any:
+    """The client of the flow run's ``DaskTaskRunner`` (connected when the flow started, to
+    ``--dask-address`` or its ``LocalCluster``), so the cells go to the flow's own cluster
+    from a task that runs in the flow's process."""
+    runner = getattr(FlowRunContext.get(), "task_runner", None)
+    if runner is None or not hasattr(runner, "client"):
+        raise RuntimeError("on_dask needs a flow run with a DaskTaskRunner")
+    return runner.client
 
 
 def _cell_progress(logger: Any) -> Callable[[int, int], None]:
