@@ -103,14 +103,14 @@ def embed_corpus(params: EmbedParams) -> EmbedResult:
         report = find_duplicates_incremental_in_store(
             str(store_path), threshold, method, params.keep, quote(values)
         )
-    else:  # nothing re-thresholds this report: search no lower than it decides
+    else:  # search no lower than it decides, unless the review page should reach below
         report = find_duplicates_in_store(
             str(store_path),
             first_threshold,
             params.dedupe_method,
             params.keep,
             quote(values),
-            floor=first_threshold,
+            floor=first_threshold if params.review_floor is None else params.review_floor,
             memory_budget=params.memory_budget,
             work_dir=params.dedupe_work_dir,
             on_dask=_on_dask(),

@@ -70,6 +70,14 @@ class EmbedParams(BaseModel):
         "encoder's recommended threshold, measured on the Debian labels; the report says "
         "which threshold ran and where it came from)",
     )
+    review_floor: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="search down to this similarity so review.html's slider reaches below "
+        "--threshold (e.g. --threshold 0.85 --review-floor 0.75); pairs.csv, removed.csv and "
+        "report.html stay at --threshold; more candidate pairs to search and hold",
+    )
     rescore: Literal[tuple(ENCODERS)] | None = Field(  # type: ignore[valid-type]
         None,
         description="two-stage dedupe, e.g. --encoder static --rescore sentence: the first "
@@ -237,6 +245,24 @@ class EmbedParams(BaseModel):
     @model_validator(mode="after")
     def _outputs_apart(self) -> EmbedParams:
         check_outputs_apart(self.input_paths(), self.output_paths())
+        return self
+
+    @model_validator(mode="after")
+    def _review_floor_below_threshold(self) -> EmbedParams:
+        if self.review_floor is None:
+            return self
+        if self.incremental or self.rescore:
+            which = "--incremental" if self.incremental else "--rescore"
+            raise ValueError(
+                f"review_floor cannot be combined with {which} (it searches at its own "
+                "threshold): drop one of them"
+            )
+        threshold, _ = self.threshold_choice()
+        if self.review_floor > threshold:
+            raise ValueError(
+                f"review_floor {self.review_floor:g} is above the threshold {threshold:g}: "
+                "the review page reaches below the threshold, so give a lower floor"
+            )
         return self
 
     @model_validator(mode="after")
