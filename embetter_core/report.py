@@ -29,7 +29,6 @@ True
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 import math
@@ -42,8 +41,8 @@ import numpy as np
 
 from embetter_core.dedupe.reference import ReferenceMatches
 from embetter_core.dedupe.results import DuplicateReport
+from embetter_core.files import csv_field, write_atomic, write_csv_atomic, write_csv_lines_atomic
 from embetter_core.files import spreadsheet_safe as safe_cell
-from embetter_core.files import write_atomic, write_csv_atomic
 from embetter_core.review import REVIEW_HTML
 
 Texts = Mapping[Any, str] | Sequence[str] | None
@@ -105,13 +104,26 @@ def write_pairs_csv(
     cell = safe_cell if spreadsheet_safe else _as_is
     header = ["id_a", "id_b", "score", *(["probability"] if probs else []), "text_a", "text_b"]
 
-    def rows() -> Iterator[list[object]]:
-        for i, (a, b, score) in enumerate(report.pairs):
-            prob = [round(probs[i], 6)] if probs else []
-            texts_ab = [cell(_text(lookup, a)), cell(_text(lookup, b))]
-            yield [cell(a), cell(b), score, *prob, *texts_ab]
+    # each id's cells are made once, as UTF-8: a row appears in many pairs, its text can be
+    # long, and joining bytes costs a third of joining non-ASCII str
+    keys = {key for a, b, _ in report.pairs for key in (a, b)}
+    id_cell = {key: csv_field(cell(key)).encode("utf-8") for key in keys}
+    text_cell = {key: csv_field(cell(_text(lookup, key))).encode("utf-8") for key in keys}
 
-    return write_csv_atomic(path, header, rows())
+    def lines() -> Iterator[bytes]:
+        for i, (a, b, score) in enumerate(report.pairs):
+            prob = csv_field(round(probs[i], 6)).encode() + b"," if probs else b""
+            number = csv_field(score).encode()
+            yield b"%s,%s,%s,%s%s,%s\n" % (
+                id_cell[a],
+                id_cell[b],
+                number,
+                prob,
+                text_cell[a],
+                text_cell[b],
+            )
+
+    return write_csv_lines_atomic(path, header, lines())
 
 
 def _as_is(value: object) -> object:
@@ -283,7 +295,9 @@ def markdown_summary(report: DuplicateReport, extra: dict[str, Any] | None = Non
 # HTML
 # ----------------------------------------------------------------------------------------
 def histogram_png(report: DuplicateReport, bins: int = 50) -> bytes:
-    """A PNG histogram of each row's nearest-neighbour similarity, threshold marked."""
+    """A PNG histogram of each row's nearest-neighbour similarity, threshold marked (for a
+    notebook or a file; ``report.html`` draws :func:`histogram_svg`, which needs no
+    matplotlib)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -303,6 +317,81 @@ def histogram_png(report: DuplicateReport, bins: int = 50) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def histogram_svg(report: DuplicateReport, bins: int = 50) -> str:
+    """An inline SVG histogram of each row's nearest-neighbour similarity, threshold marked
+    (drawn from ``numpy.histogram``: no plotting library, so the report step stays fast).
+    Each bar's ``<title>`` gives its range and count.
+
+    >>> import numpy as np
+    >>> from embetter_core.dedupe import find_duplicates
+    >>> report = find_duplicates(np.array([[1, 0], [0.96, 0.28], [0, 1]]), threshold=0.9)
+    >>> svg = histogram_svg(report, bins=4)
+    >>> svg.startswith("<svg") and svg.count('class="bar"'), "threshold 0.9" in svg
+    (2, True)
+    """
+    values = np.asarray(report.nearest, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    width, height, left, right, top, bottom = 700, 320, 64, 16, 34, 46
+    lo = float(min(values.min(), report.threshold)) if len(values) else report.threshold - 0.5
+    hi = float(max(values.max(), report.threshold)) if len(values) else report.threshold + 0.5
+    if hi - lo < 1e-6:
+        lo, hi = lo - 0.01, hi + 0.01
+    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    peak = max(int(counts.max()) if len(counts) else 0, 1)
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def x(value: float) -> float:
+        return left + (value - lo) / (hi - lo) * plot_w
+
+    def y(count: float) -> float:
+        return top + plot_h - count / peak * plot_h
+
+    esc = html.escape
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" font-family="sans-serif" font-size="11">',
+        f"<title>Nearest-neighbour similarity ({len(values):,} rows)</title>",
+        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="13">'
+        f"Nearest-neighbour similarity ({len(values):,} rows)</text>",
+    ]
+    for count, start, end in zip(
+        counts.tolist(), edges[:-1].tolist(), edges[1:].tolist(), strict=True
+    ):
+        if count:
+            out.append(
+                f'<rect class="bar" x="{x(start):.1f}" y="{y(count):.1f}" '
+                f'width="{max(x(end) - x(start) - 0.5, 0.5):.1f}" '
+                f'height="{top + plot_h - y(count):.1f}" fill="#4c72b0">'
+                f"<title>{start:.4f}–{end:.4f}: {count:,} rows</title></rect>"
+            )
+    base = top + plot_h
+    out.append(
+        f'<line x1="{left}" y1="{base}" x2="{left + plot_w}" y2="{base}" stroke="#333"/>'
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{base}" stroke="#333"/>'
+    )
+    for tick in np.linspace(lo, hi, 6).tolist():
+        out.append(
+            f'<text x="{x(tick):.1f}" y="{base + 15}" text-anchor="middle">{tick:.3g}</text>'
+        )
+    for tick in np.linspace(0, peak, 5).tolist():
+        out.append(
+            f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:,.0f}</text>'
+        )
+    at = x(report.threshold)
+    out += [
+        f'<line class="threshold" x1="{at:.1f}" y1="{top}" x2="{at:.1f}" y2="{base}" '
+        'stroke="#c44e52" stroke-dasharray="5,4" stroke-width="1.5"/>',
+        f'<text x="{at + 4:.1f}" y="{top + 10}" fill="#c44e52">'
+        f"threshold {esc(f'{report.threshold:g}')}</text>",
+        f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle">'
+        "cosine similarity to the nearest other row</text>",
+        f'<text transform="translate(14 {top + plot_h / 2}) rotate(-90)" '
+        'text-anchor="middle">rows</text>',
+        "</svg>",
+    ]
+    return "".join(out)
 
 
 _CSS = """
@@ -347,7 +436,6 @@ def write_html(
         body = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
         return f"<table>{body}</table>"
 
-    png = base64.b64encode(histogram_png(report)).decode("ascii")
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -366,8 +454,7 @@ def write_html(
     )
     parts += [
         '<h2 id="histogram">Nearest-neighbour similarities</h2>',
-        f'<img alt="histogram of nearest-neighbour similarities" '
-        f'src="data:image/png;base64,{png}">',
+        histogram_svg(report),
         f"<p>{esc(note)}</p>" if note else "",
         f'<h2 id="clusters">Largest clusters ({len(report.clusters):,} in all)</h2>',
     ]

@@ -4,12 +4,20 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
-from embetter_core.files import atomic_path, spreadsheet_safe, write_atomic
+from embetter_core.files import (
+    atomic_path,
+    csv_line,
+    spreadsheet_safe,
+    write_atomic,
+    write_csv_atomic,
+)
 
 
 @pytest.fixture
@@ -73,3 +81,24 @@ def test_spreadsheet_safe_cells_round_trip_through_csv(tmp_path):
         back = list(csv.reader(handle))
     assert back == [["'=1+1", "'-x", "ok"], ["'@a", "'+b", "c=d"]]
     assert [[c[1:] if c.startswith("'") else c for c in row] for row in back] == rows
+
+
+TRICKY = [
+    "plain", "", "a,b", 'say "hi"', "line\nbreak", "cr\ronly", "crlf\r\n", " pad ",
+    "é 🙂 e\u0301", "=1+1", "tab\there",
+]  # fmt: skip
+
+
+def test_csv_lines_read_back_whole_and_match_the_csv_module(tmp_path: Path) -> None:
+    rows = [[i, text, 0.5 + i, None] for i, text in enumerate(TRICKY)]
+    path = write_csv_atomic(tmp_path / "t.csv", ["n", "text", "score", "none"], rows)
+    with open(path, newline="", encoding="utf-8") as handle:
+        back = list(csv.reader(handle))
+    assert back[0] == ["n", "text", "score", "none"]
+    assert back[1:] == [[str(i), text, str(0.5 + i), ""] for i, text in enumerate(TRICKY)]
+    # byte for byte what the csv module writes, except that a lone \r is quoted here
+    expected = io.StringIO(newline="")
+    csv.writer(expected, lineterminator="\n").writerows([["n", "text", "score", "none"], *rows])
+    ours = path.read_bytes().decode("utf-8")
+    assert ours.replace('"cr\ronly"', "cr\ronly") == expected.getvalue()
+    assert csv_line([""]) == '""\n' and csv_line(["", ""]) == ",\n"

@@ -78,7 +78,7 @@ def test_flow_end_to_end(prefect_harness, tmp_path, small_csv, sentence_encoder)
     exact = [p for p in pairs if {p["id_a"], p["id_b"]} == {frame["package"][0], "copy-of-first"}]
     assert len(exact) == 1 and float(exact[0]["score"]) > 0.999
     page = Path(result.report_html).read_text()
-    assert "data:image/png;base64," in page and "copy-of-first" in page
+    assert "<svg" in page and "copy-of-first" in page
     assert (result.threshold, result.threshold_source) == (0.9, "given (--threshold)")
     assert "0.9 — given (--threshold)" in page
 

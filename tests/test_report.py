@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import re
@@ -14,6 +13,7 @@ from PIL import Image
 from embetter_core.dedupe import find_duplicates
 from embetter_core.report import (
     histogram_png,
+    histogram_svg,
     markdown_summary,
     top_pairs_table,
     write_html,
@@ -131,11 +131,11 @@ def test_html_page(tmp_path, report_and_texts) -> None:
         assert f"<tr><th>{label}</th><td>{value}</td></tr>" in page, label
     # extra, escaped
     assert "<td>/data/&lt;corpus&gt;.csv</td>" in page and "30 / 10" in page
-    # the embedded histogram is a real PNG
-    match = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert match
-    image = Image.open(io.BytesIO(base64.b64decode(match.group(1))))
-    assert image.format == "PNG" and image.size == (700, 320)
+    # the inline histogram counts every finite nearest-neighbour value once
+    assert page.count("<svg") == 1 and "data:image/png" not in page
+    finite = int(np.isfinite(np.asarray(report.nearest, dtype=float)).sum())
+    counted = sum(int(c.replace(",", "")) for c in re.findall(r": ([\d,]+) rows</title>", page))
+    assert counted == finite
     # clusters with escaped texts; nothing executable slips through
     assert "Cluster 1: 4 rows" in page
     assert "A &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp;" in page
@@ -157,6 +157,21 @@ def test_html_for_an_empty_report_and_for_ann(tmp_path) -> None:
     page = write_html(ann, None, tmp_path / "ann.html").read_text()
     assert "<tr><th>method</th><td>ann</td></tr>" in page
     assert re.search(r"recall estimate</th><td>[01]\.\d{4} \(exact check of 100 sampled", page)
+
+
+def test_histogram_svg_bars_and_threshold(report_and_texts) -> None:
+    report, _ = report_and_texts
+    svg = histogram_svg(report, bins=10)
+    values = np.asarray(report.nearest, dtype=float)
+    values = values[np.isfinite(values)]
+    counts = [int(c) for c in re.findall(r": (\d+) rows</title></rect>", svg)]
+    assert sum(counts) == len(values) and 0 < len(counts) <= 10
+    # the tallest bar spans the plot's height; the threshold line lies inside the axis
+    heights = [float(h) for h in re.findall(r'class="bar"[^>]*height="([\d.]+)"', svg)]
+    assert max(heights) == pytest.approx(320 - 34 - 46)
+    line = re.search(r'class="threshold" x1="([\d.]+)"', svg)
+    assert line and 64 <= float(line.group(1)) <= 700 - 16
+    assert f"threshold {report.threshold:g}" in svg
 
 
 def test_histogram_marks_only_finite_values(report_and_texts) -> None:
@@ -194,3 +209,23 @@ def test_report_of_real_minilm_vectors(tmp_path, sentence_encoder, texts) -> Non
     assert "<tr><th>exact-duplicate groups</th><td>1</td></tr>" in page
     rows = list(csv.reader(write_pairs_csv(report, texts, tmp_path / "p.csv").open()))
     assert rows[1][:2] == ["0", "3"] and float(rows[1][2]) == pytest.approx(1.0)
+
+
+def test_pairs_csv_round_trip_with_tricky_texts_and_probabilities(tmp_path) -> None:
+    texts = ["plain", 'say "hi", twice', "line\nbreak", "cr\ronly", "é 🙂 e\u0301", "=1+1", ""]
+    ids = [f"id-{i}" if i else "=cmd" for i in range(len(texts))]
+    report = find_duplicates(np.ones((len(texts), 4), dtype=np.float32), ids=ids, threshold=0.9)
+    probs = [i / 100 for i in range(len(report.pairs))]
+    text_of = dict(zip(ids, texts, strict=True))
+    path = write_pairs_csv(report, text_of, tmp_path / "p.csv", probs)
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(report.pairs) == 21
+    for row, (a, b, score), prob in zip(rows, report.pairs, probs, strict=True):
+        assert (row["id_a"], row["id_b"], float(row["score"])) == (a, b, score)
+        assert (row["text_a"], row["text_b"]) == (text_of[a], text_of[b])
+        assert float(row["probability"]) == prob
+    safe = write_pairs_csv(report, text_of, tmp_path / "s.csv", spreadsheet_safe=True)
+    with open(safe, newline="", encoding="utf-8") as handle:
+        cells = [cell for row in csv.reader(handle) for cell in row]
+    assert "'=cmd" in cells and "'=1+1" in cells and "=cmd" not in cells
