@@ -19,20 +19,33 @@ from flows.embed_steps import cache_folder
 from tasks.embed import cached_encoder
 
 
-def check_before_work(params: EmbedParams, spec: EncoderSpec, cache: str) -> None:
+def check_before_work(
+    params: EmbedParams, spec: EncoderSpec, cache: str, load_models: bool = True
+) -> None:
     """Fail before any work on what would fail later: an output or cache folder that cannot
     be written, Modal without a token or network, a difference model of another encoder, a
-    model that is not on this disk (loaded now into the encoder the chunks use)."""
+    model that is not on this disk (loaded now into the encoder the chunks use, unless
+    ``load_models`` is false: the command line loads them while its server starts, see
+    :func:`check_models_load`)."""
     check_outputs(params)
     check_backend(spec)
     rescore_spec = params.rescore_spec()
     check_difference_model(params.difference_model, rescore_spec or spec, params.rescore)
+    if load_models:
+        check_models_load(params, spec, cache)
+    check_reference(params.reference, spec, cache)
+
+
+def check_models_load(params: EmbedParams, spec: EncoderSpec, cache: str) -> None:
+    """Load the run's models (the encoder's, and the rescore encoder's) into the encoders
+    the chunks use; :class:`~embetter_core.errors.ModelUnavailableError` names a model that
+    is not on this disk."""
     if spec.backend == "local":
         check_model_loads(cached_encoder(spec, cache).encoder)
+    rescore_spec = params.rescore_spec()
     if rescore_spec is not None:
         rescore_cache = cache_folder(params.cache_dir, rescore_spec)
         check_model_loads(cached_encoder(rescore_spec, rescore_cache).encoder)
-    check_reference(params.reference, spec, cache)
 
 
 def check_outputs(params: EmbedParams) -> None:

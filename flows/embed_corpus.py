@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from prefect.utilities.annotations import quote
 
 from embetter_core.corpus import Corpus
 from embetter_core.dedupe import DuplicateReport
-from flows.checks import check_before_work
+from flows.checks import check_before_work, check_models_load
 from flows.cli import Stopped, error_line, stop_on_signals, temporary_server
 from flows.embed_params import DEMO_CORPUS, EmbedParams
 from flows.embed_report import EmbedResult, publish_report
@@ -211,8 +212,9 @@ def _positive(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the flow from the command line; prints the output paths, or the error (status 1).
 
-    Parameters and outputs are checked, and the model loaded, before the temporary Prefect
-    server starts; SIGTERM / Ctrl-C stop the run and its server (status 128 + signal).
+    Parameters and outputs are checked before the temporary Prefect server starts, the model
+    loaded while it starts (a model not on this disk stops the run before any work);
+    SIGTERM / Ctrl-C stop the run and its server (status 128 + signal).
     """
     use_offline_defaults()
     args = build_parser().parse_args(argv)
@@ -223,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = EmbedParams(**given)
         spec = params.encoder_spec()
-        check_before_work(params, spec, cache_folder(params.cache_dir, spec))
+        cache = cache_folder(params.cache_dir, spec)
+        check_before_work(params, spec, cache, load_models=False)
     except (ValueError, OSError, RuntimeError) as exc:  # pydantic's ValidationError too
         print(f"error: {error_line(exc, EmbedParams)}", file=sys.stderr)
         return 1
@@ -232,8 +235,21 @@ def main(argv: list[str] | None = None) -> int:
         flow_fn = embed_corpus.with_options(
             task_runner=dask_runner(args.dask_address, args.dask_workers)
         )
+    # the models load while the server starts (seconds each); the flow waits for them, and a
+    # model that is not on this disk stops the run before any work, as a check would
+    loading = ThreadPoolExecutor(1, thread_name_prefix="model-load")
+    models = loading.submit(check_models_load, params, spec, cache)
+    loading.shutdown(wait=False)
     try:
         with stop_on_signals(), temporary_server():
+            waited = time.perf_counter()
+            try:
+                models.result()
+            except (ValueError, OSError, RuntimeError) as exc:
+                print(f"error: {error_line(exc, EmbedParams)}", file=sys.stderr)
+                return 1
+            if (waited := time.perf_counter() - waited) > 0.05:
+                print(f"model load: {waited:.2f} s after the server had started", file=sys.stderr)
             result = flow_fn(**given)
     except Stopped as exc:
         print(

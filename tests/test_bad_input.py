@@ -110,6 +110,14 @@ def embed(folder: Path, *args: Any, report: str = "report") -> str:
     return cli("flows.embed_corpus", [*argv, "--no-progress"])
 
 
+def nothing_written(folder: Path) -> None:
+    """``then``: the run stopped before any work: no store, no report, an empty cache (the
+    checks create the output folders)."""
+    assert not (folder / "out" / "e.h5").exists()
+    for made in ("report", "cache"):
+        assert not [p for p in (folder / made).rglob("*") if p.is_file()], made
+
+
 def pair_file(folder: Path) -> Path:
     path = folder / "pairs.csv"
     rows = [("a cat sat", "a cat sat down", 1), ("dogs run", "prices fell", 0)] * 4
@@ -596,6 +604,13 @@ FLOW_CASES: list[Case] = [
         lambda d: train(d, "--cache-dir", pair_file(d)),
         CliError,
         ("--cache-dir", "is a file"),
+    ),
+    Case(
+        "embed-model-not-available-offline",
+        lambda d: embed(d, csv_corpus(d), "--model", "no-such-org/no-such-model"),
+        CliError,
+        ("no-such-org/no-such-model", "not available offline"),
+        nothing_written,
     ),
     Case(
         "train-model-not-available-offline",
