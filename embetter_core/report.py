@@ -110,15 +110,24 @@ def write_pairs_csv(
     id_cell = {key: csv_field(cell(key)).encode("utf-8") for key in keys}
     text_cell = {key: csv_field(cell(_text(lookup, key))).encode("utf-8") for key in keys}
 
+    # a score is a float, whose repr never needs quoting: formatted with %a, not csv_field
     def lines() -> Iterator[bytes]:
-        for i, (a, b, score) in enumerate(report.pairs):
-            prob = csv_field(round(probs[i], 6)).encode() + b"," if probs else b""
-            number = csv_field(score).encode()
-            yield b"%s,%s,%s,%s%s,%s\n" % (
+        if probs:
+            for (a, b, score), prob in zip(report.pairs, probs, strict=True):
+                yield b"%s,%s,%a,%a,%s,%s\n" % (
+                    id_cell[a],
+                    id_cell[b],
+                    float(score),
+                    round(prob, 6),
+                    text_cell[a],
+                    text_cell[b],
+                )
+            return
+        for a, b, score in report.pairs:
+            yield b"%s,%s,%a,%s,%s\n" % (
                 id_cell[a],
                 id_cell[b],
-                number,
-                prob,
+                float(score),
                 text_cell[a],
                 text_cell[b],
             )
