@@ -141,22 +141,25 @@ def write_csv_lines_atomic(
     path: str | os.PathLike[str], header: Sequence[object], lines: Iterable[bytes]
 ) -> Path:
     """Write ``header`` and ready-made CSV ``lines`` (UTF-8 bytes, each ``\\n``-terminated,
-    cells made with :func:`csv_field`) to ``path`` atomically, streaming in batches.
-    Returns the path.
+    cells made with :func:`csv_field`; one item may hold several lines) to ``path``
+    atomically, streaming in batches. Returns the path.
 
     >>> import tempfile, pathlib
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
-    >>> write_csv_lines_atomic(out, ["a"], iter([b"1\\n", b"2\\n"])).read_text()
-    'a\\n1\\n2\\n'
+    >>> write_csv_lines_atomic(out, ["a"], iter([b"1\\n", b"2\\n3\\n"])).read_text()
+    'a\\n1\\n2\\n3\\n'
     """
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         handle.write(csv_line(header).encode("utf-8"))
         batch: list[bytes] = []
+        size = 0
         for line in lines:
             batch.append(line)
-            if len(batch) >= 8192:
+            size += len(line)
+            if size >= 1 << 20:
                 handle.write(b"".join(batch))
                 batch.clear()
+                size = 0
         handle.write(b"".join(batch))
     return Path(path)
 

@@ -110,27 +110,26 @@ def write_pairs_csv(
     id_cell = {key: csv_field(cell(key)).encode("utf-8") for key in keys}
     text_cell = {key: csv_field(cell(_text(lookup, key))).encode("utf-8") for key in keys}
 
-    # a score is a float, whose repr never needs quoting: formatted with %a, not csv_field
+    # a score is a float, whose repr never needs quoting: formatted with %a, not csv_field;
+    # lines are made a block of pairs at a time, in one list comprehension
+    pairs = report.pairs
+    line = b"%s,%s,%a,%a,%s,%s\n" if probs else b"%s,%s,%a,%s,%s\n"
+
     def lines() -> Iterator[bytes]:
-        if probs:
-            for (a, b, score), prob in zip(report.pairs, probs, strict=True):
-                yield b"%s,%s,%a,%a,%s,%s\n" % (
-                    id_cell[a],
-                    id_cell[b],
-                    float(score),
-                    round(prob, 6),
-                    text_cell[a],
-                    text_cell[b],
-                )
-            return
-        for a, b, score in report.pairs:
-            yield b"%s,%s,%a,%s,%s\n" % (
-                id_cell[a],
-                id_cell[b],
-                float(score),
-                text_cell[a],
-                text_cell[b],
-            )
+        for lo in range(0, len(pairs), 2048):
+            block = pairs[lo : lo + 2048]
+            if probs:
+                made = [
+                    line
+                    % (id_cell[a], id_cell[b], float(s), round(p, 6), text_cell[a], text_cell[b])
+                    for (a, b, s), p in zip(block, probs[lo : lo + 2048], strict=True)
+                ]
+            else:
+                made = [
+                    line % (id_cell[a], id_cell[b], float(s), text_cell[a], text_cell[b])
+                    for a, b, s in block
+                ]
+            yield b"".join(made)
 
     return write_csv_lines_atomic(path, header, lines())
 

@@ -167,17 +167,119 @@ def _terminate(pid: int) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _guarded_server_class(watchdog: Watchdog) -> type[Any]:
-    """Prefect's temporary server, each of its uvicorn processes guarded by ``watchdog``."""
-    from prefect.server.api.server import SubprocessASGIServer
+class TemporaryServer:
+    """Prefect's temporary API server: the uvicorn child that Prefect's own
+    ``SubprocessASGIServer`` runs (same command, environment and health check), started
+    without importing the server's app into this process (1.5 s of imports here, which
+    only the child needs). Its process is guarded by ``watchdog``."""
 
-    class GuardedServer(SubprocessASGIServer):
-        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-            process = super()._run_uvicorn_command()
-            watchdog.guard(process.pid)
-            return process
+    def __init__(self, watchdog: Watchdog) -> None:
+        self.watchdog = watchdog
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
 
-    return GuardedServer
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def start(self, timeout: float) -> None:
+        """Start the child and wait until ``/health`` answers (at most ``timeout`` s)."""
+        import httpx
+        from prefect.logging import get_logger
+
+        self.port = _free_port()
+        get_logger().info(
+            "Starting temporary server on http://127.0.0.1:%d\nSee "
+            "https://www.prefect.io/docs/v3/concepts/server#how-to-guides for more "
+            "information on running a dedicated Prefect server.",
+            self.port,
+        )
+        self.process = self._spawn()
+        deadline = time.monotonic() + timeout
+        with httpx.Client() as client:
+            while time.monotonic() < deadline:
+                code = self.process.poll()
+                if code == 3:  # uvicorn's "address in use": another port
+                    self.port = _free_port()
+                    self.process = self._spawn()
+                    continue
+                if code is not None:
+                    raise RuntimeError(f"the temporary Prefect server exited with code {code}")
+                try:
+                    if client.get(f"{self.api_url}/health").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+        raise RuntimeError(
+            f"the temporary Prefect server did not answer within {timeout:g} s "
+            "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)"
+        )
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        import prefect
+        from prefect.settings import get_current_settings
+
+        env = {
+            **os.environ,
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+            **get_current_settings().to_environment_variables(exclude_unset=True),
+        }
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(prefect.__module_path__.parent),
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            env=env,
+        )
+        self.watchdog.guard(process.pid)
+        return process
+
+    def stop(self) -> None:
+        """Stop the child: SIGTERM, then SIGKILL after 5 s."""
+        if self.process is None:
+            return
+        from prefect.logging import get_logger
+
+        get_logger().info("Stopping temporary server on http://127.0.0.1:%d", self.port)
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+def _free_port() -> int:
+    """A port in 8000-8999 that nothing listens on now (as Prefect picks one)."""
+    import random
+    import socket
+
+    for _ in range(50):
+        port = random.randrange(8000, 9000)
+        with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 8000-8999 for the temporary Prefect server")
 
 
 @contextlib.contextmanager
@@ -205,7 +307,7 @@ def temporary_server() -> Iterator[str | None]:
     watchdog = Watchdog().start()
     server = None
     try:
-        server = _guarded_server_class(watchdog)()
+        server = TemporaryServer(watchdog)
         server.start(timeout=PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
         with temporary_settings({PREFECT_API_URL: server.api_url}):
             try:

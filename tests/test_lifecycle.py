@@ -167,3 +167,32 @@ def test_watchdog_kills_what_it_guards_when_its_parent_dies(tmp_path, how):
         assert not survivors(watched, within=10)
     finally:
         kill_all(parent, watched)
+
+
+def test_temporary_server_answers_without_the_app_imported_here(tmp_path):
+    """The server child answers the API; this process never imports the server's app (1.5 s
+    of imports only the child needs), and the child is gone after the block."""
+    script = (
+        "import sys, httpx\n"
+        "import flows.embed_corpus\n"
+        "from flows.cli import temporary_server\n"
+        "with temporary_server() as url:\n"
+        "    print(httpx.get(url + '/health').status_code)\n"
+        "    print('prefect.server.api.server' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    before = {p.pid for p in psutil.process_iter()}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["200", "False"]
+    assert "Starting temporary server on http://127.0.0.1:" in done.stderr
+    assert "Stopping temporary server" in done.stderr
+    time.sleep(0.5)
+    left = [
+        p.cmdline()
+        for p in psutil.process_iter()
+        if p.pid not in before and "uvicorn" in " ".join(p.cmdline())
+    ]
+    assert left == []
