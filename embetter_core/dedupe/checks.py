@@ -150,6 +150,8 @@ def _check_ids(ids: Sequence[Hashable] | None, n: int) -> list[Any]:
 
 
 def _has_nan(values: list[Any]) -> bool:
+    if not any(issubclass(kind, float) for kind in set(map(type, values))):
+        return False  # no float ids: no NaN (one pass in C, not a Python loop)
     return any(isinstance(v, float) and v != v for v in values)
 
 
@@ -162,9 +164,10 @@ def _check_texts(
 def _canonical_order(ids: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """``order``: input rows sorted by id; ``rank``: each input row's place in that order."""
     n = len(ids)
-    if all(isinstance(i, str) for i in ids):
+    kinds = set(map(type, ids))
+    if all(issubclass(k, str) for k in kinds):
         order = np.argsort(np.array(ids, dtype=str), kind="stable")
-    elif all(isinstance(i, int | float | np.integer | np.floating) for i in ids):
+    elif all(issubclass(k, int | float | np.integer | np.floating) for k in kinds):
         order = np.argsort(np.array(ids), kind="stable")
     else:  # mixed types: by type name, then text
         order = np.array(

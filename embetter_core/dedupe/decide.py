@@ -67,9 +67,10 @@ def _decide(
         rows = np.flatnonzero(sizes[labels] > 1)
         rows = rows[np.lexsort((rank[rows], labels[rows]))]
         starts = np.flatnonzero(np.r_[True, labels[rows][1:] != labels[rows][:-1]])
-        groups = np.split(rows, starts[1:])
-        groups.sort(key=lambda g: (-len(g), rank[g[0]]))
-        clusters = [id_arr[g].tolist() for g in groups]
+        ends = np.r_[starts[1:], len(rows)]
+        by = np.lexsort((rank[rows[starts]], starts - ends))  # largest first, then first id
+        flat = id_arr[rows].tolist()  # slices of one list: no array per cluster
+        clusters = [flat[s:e] for s, e in zip(starts[by].tolist(), ends[by].tolist(), strict=True)]
         if keep_rank is None:
             keep_rank = np.arange(n, dtype=np.int64)
         gone, kept_by, score = _remove_in_keep_order(n, a, b, s, keep_rank)

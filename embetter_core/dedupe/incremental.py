@@ -425,7 +425,12 @@ def _incremental(
 
 def _state_rows(state_ids: np.ndarray, ids: list[Any], path: Path) -> np.ndarray:
     """Each input row's row in the state by id (-1: a new id)."""
-    where = dict(zip(state_ids.tolist(), range(len(state_ids)), strict=True))
+    known = state_ids.tolist()
+    m = len(known)
+    if m <= len(ids) and known == ids[:m]:  # the usual case: rows appended, none moved
+        # the ids are unique, so the ones after the state's are all new
+        return np.concatenate([np.arange(m), np.full(len(ids) - m, -1)]).astype(np.int64)
+    where = dict(zip(known, range(m), strict=True))
     if len(where) != len(state_ids):
         raise DedupeStateError(f"dedupe state {path} is not valid: ids repeat")
     found = map(where.get, ids, itertools.repeat(-1))

@@ -178,8 +178,8 @@ class DedupeState:
             "ids": self.ids,
             "hashes": self.hashes,
             "scale": self.scale,
-            "a": self.a,
-            "b": self.b,
+            "a": _narrow(self.a, len(self)),
+            "b": _narrow(self.b, len(self)),
             "scores": self.scores,
             "nearest": self.nearest,
         }
@@ -188,8 +188,11 @@ class DedupeState:
                 arrays[f"recall_{name}"] = getattr(self.recall, name)
         if self.cells is not None:
             meta.update(nprobe=self.cells.nprobe, max_probe=self.cells.max_probe)
-            for name in ("centroids", "primary", "visit_rows", "visit_cells"):
-                arrays[f"cells_{name}"] = getattr(self.cells, name)
+            arrays["cells_centroids"] = self.cells.centroids
+            nlist = len(self.cells.centroids)
+            arrays["cells_primary"] = _narrow(self.cells.primary, nlist)
+            arrays["cells_visit_rows"] = _narrow(self.cells.visit_rows, len(self))
+            arrays["cells_visit_cells"] = _narrow(self.cells.visit_cells, nlist)
         arrays["meta"] = np.array(json.dumps(meta))
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
@@ -235,9 +238,10 @@ class DedupeState:
             )
         if "cells_centroids" in arrays:
             cells = AnnCells(
+                centroids=arrays["cells_centroids"],
                 **{
-                    name: arrays[f"cells_{name}"]
-                    for name in ("centroids", "primary", "visit_rows", "visit_cells")
+                    name: _wide(arrays[f"cells_{name}"])
+                    for name in ("primary", "visit_rows", "visit_cells")
                 },
                 nprobe=int(meta["nprobe"]),
                 max_probe=int(meta["max_probe"]),
@@ -246,8 +250,8 @@ class DedupeState:
             ids=arrays["ids"],
             hashes=arrays["hashes"],
             scale=arrays["scale"],
-            a=arrays["a"],
-            b=arrays["b"],
+            a=_wide(arrays["a"]),
+            b=_wide(arrays["b"]),
             scores=arrays["scores"],
             nearest=arrays["nearest"],
             floor=float(meta["floor"]),
@@ -308,3 +312,17 @@ def _rows_in(n: int, *arrays: np.ndarray) -> bool:
         a.ndim == 1 and a.dtype.kind in "iu" and (not len(a) or (a.min() >= 0 and a.max() < n))
         for a in arrays
     )
+
+
+def _narrow(rows: np.ndarray, bound: int) -> np.ndarray:
+    """Row or cell numbers below ``bound`` in the smallest of int16 / int32 / int64 that
+    holds them: a smaller file to write and read."""
+    for small in (np.int16, np.int32):
+        if bound <= np.iinfo(small).max:
+            return rows.astype(small, copy=False)
+    return rows
+
+
+def _wide(rows: np.ndarray) -> np.ndarray:
+    """Numbers read back as int64 (what the searches index and multiply with)."""
+    return rows.astype(np.int64, copy=False) if rows.dtype.kind in "iu" else rows
