@@ -110,6 +110,17 @@ def test_h5py_dataset_is_read_in_blocks(tmp_path) -> None:
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 
+def test_gather_reads_rows_in_any_order_without_mapping_the_file(tmp_path) -> None:
+    rows = np.arange(50 * 8, dtype=np.float32).reshape(50, 8)
+    folder = partition_files.make_work_folder(None, work_dir=tmp_path)
+    ref = partition_files.write_partitions(folder, [(np.arange(50), rows)], position=np.arange(50))
+    picks = np.array([7, 8, 9, 3, 49, 0, 1, 9])  # runs, a step back, a repeat
+    assert np.array_equal(ref.gather(picks), rows[picks])
+    assert ref.gather(np.empty(0, dtype=np.int64)).shape == (0, 8)
+    with pytest.raises(IndexError, match="outside 0:50"):
+        ref.gather(np.array([3, 50]))
+
+
 def test_budget_too_small_is_refused_naming_the_smallest_that_works(vectors, ann, tmp_path):
     with pytest.raises(DuplicateSearchError, match="smallest budget that works") as err:
         find_duplicates(
