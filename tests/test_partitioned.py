@@ -291,3 +291,20 @@ def test_flow_on_dask_runs_the_cells_there(prefect_harness, cluster, tmp_path) -
     prefixes = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
     assert any(p.startswith("dedupe") for p in prefixes), prefixes
     assert not list((tmp_path / "dask").glob(".store.h5.partitions-*"))  # removed
+
+
+def test_benchmark_sample_recall_counts_the_exact_pairs_found(tmp_path) -> None:
+    from benchmarks.sample_recall import sample_recall
+
+    X = planted(3000, 32, seed=2)[0]
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f["embeddings"] = X
+        cand = find_duplicates(X, threshold=0.9, method="exact").candidates
+        a, b = cand.a[cand.scores >= 0.9], cand.b[cand.scores >= 0.9]  # the floor is lower
+        whole = sample_recall(f["embeddings"], a, b, 0.9, size=3000)
+        assert whole["exact_pairs"] == len(a) > 0
+        assert whole["recall"] == 1.0
+        half = sample_recall(f["embeddings"], a[::2], b[::2], 0.9, size=3000)
+        assert half["found"] == (len(a) + 1) // 2
+        part = sample_recall(f["embeddings"], a, b, 0.9, size=1000)
+        assert part["sample_rows"] == 1000 and part["recall"] == 1.0
