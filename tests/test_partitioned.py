@@ -308,3 +308,19 @@ def test_benchmark_sample_recall_counts_the_exact_pairs_found(tmp_path) -> None:
         assert half["found"] == (len(a) + 1) // 2
         part = sample_recall(f["embeddings"], a, b, 0.9, size=1000)
         assert part["sample_rows"] == 1000 and part["recall"] == 1.0
+
+
+def test_report_pairs_are_arrays_read_as_the_list_of_tuples(vectors, ann) -> None:
+    import pickle
+
+    from embetter_core.dedupe.pair_list import PairList
+
+    pairs = ann.pairs
+    assert isinstance(pairs, PairList) and len(pairs) > 2
+    as_list = list(pairs)
+    assert pairs == as_list and as_list == pairs and pairs != as_list[:-1]
+    assert pairs[:2] == as_list[:2] and pairs[-1] == as_list[-1]
+    a, b, score = pairs[0]
+    assert isinstance(a, int) and isinstance(score, float) and score >= 0.9
+    assert pickle.loads(pickle.dumps(pairs)) == as_list
+    assert ann.pairs_frame()["score"].tolist() == [s for _, _, s in as_list]
