@@ -110,6 +110,17 @@ def test_h5py_dataset_is_read_in_blocks(tmp_path) -> None:
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 
+def test_gather_reads_rows_in_any_order_without_mapping_the_file(tmp_path) -> None:
+    rows = np.arange(50 * 8, dtype=np.float32).reshape(50, 8)
+    folder = partition_files.make_work_folder(None, work_dir=tmp_path)
+    ref = partition_files.write_partitions(folder, [(np.arange(50), rows)], position=np.arange(50))
+    picks = np.array([7, 8, 9, 3, 49, 0, 1, 9])  # runs, a step back, a repeat
+    assert np.array_equal(ref.gather(picks), rows[picks])
+    assert ref.gather(np.empty(0, dtype=np.int64)).shape == (0, 8)
+    with pytest.raises(IndexError, match="outside 0:50"):
+        ref.gather(np.array([3, 50]))
+
+
 def test_budget_too_small_is_refused_naming_the_smallest_that_works(vectors, ann, tmp_path):
     with pytest.raises(DuplicateSearchError, match="smallest budget that works") as err:
         find_duplicates(
@@ -280,3 +291,36 @@ def test_flow_on_dask_runs_the_cells_there(prefect_harness, cluster, tmp_path) -
     prefixes = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
     assert any(p.startswith("dedupe") for p in prefixes), prefixes
     assert not list((tmp_path / "dask").glob(".store.h5.partitions-*"))  # removed
+
+
+def test_benchmark_sample_recall_counts_the_exact_pairs_found(tmp_path) -> None:
+    from benchmarks.sample_recall import sample_recall
+
+    X = planted(3000, 32, seed=2)[0]
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f["embeddings"] = X
+        cand = find_duplicates(X, threshold=0.9, method="exact").candidates
+        a, b = cand.a[cand.scores >= 0.9], cand.b[cand.scores >= 0.9]  # the floor is lower
+        whole = sample_recall(f["embeddings"], a, b, 0.9, size=3000)
+        assert whole["exact_pairs"] == len(a) > 0
+        assert whole["recall"] == 1.0
+        half = sample_recall(f["embeddings"], a[::2], b[::2], 0.9, size=3000)
+        assert half["found"] == (len(a) + 1) // 2
+        part = sample_recall(f["embeddings"], a, b, 0.9, size=1000)
+        assert part["sample_rows"] == 1000 and part["recall"] == 1.0
+
+
+def test_report_pairs_are_arrays_read_as_the_list_of_tuples(vectors, ann) -> None:
+    import pickle
+
+    from embetter_core.dedupe.pair_list import PairList
+
+    pairs = ann.pairs
+    assert isinstance(pairs, PairList) and len(pairs) > 2
+    as_list = list(pairs)
+    assert pairs == as_list and as_list == pairs and pairs != as_list[:-1]
+    assert pairs[:2] == as_list[:2] and pairs[-1] == as_list[-1]
+    a, b, score = pairs[0]
+    assert isinstance(a, int) and isinstance(score, float) and score >= 0.9
+    assert pickle.loads(pickle.dumps(pairs)) == as_list
+    assert ann.pairs_frame()["score"].tolist() == [s for _, _, s in as_list]

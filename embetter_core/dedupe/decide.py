@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embetter_core.dedupe.keep import KeepRule, align_values
+from embetter_core.dedupe.pair_list import PairList
 from embetter_core.errors import DuplicateSearchError
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def _keep_order(
 
 def _decide(
     ids: list[Any], cand: Candidates, threshold: float, keep_rank: np.ndarray | None
-) -> tuple[list[tuple[Any, Any, float]], list[list[Any]], dict[Any, tuple[Any, float]]]:
+) -> tuple[PairList, list[list[Any]], dict[Any, tuple[Any, float]]]:
     """The pairs at ``threshold``, their clusters (connected components, members in id
     order), and the removed rows: rows taken in ``keep_rank`` order (None: input order),
     each removed when it pairs with a row kept before it, pointing at the best such row."""
@@ -56,7 +57,7 @@ def _decide(
     id_arr = np.empty(n, dtype=object)
     id_arr[:] = ids
     scores = np.round(s.astype(np.float64), 6)
-    pairs = list(zip(id_arr[a].tolist(), id_arr[b].tolist(), scores.tolist(), strict=True))
+    pairs = PairList(id_arr, a, b, scores)  # tuples made as they are read
 
     clusters: list[list[Any]] = []
     removed: dict[Any, tuple[Any, float]] = {}

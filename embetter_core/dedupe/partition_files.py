@@ -60,14 +60,36 @@ class PartitionRef:
         return out.reshape(-1, self.dims)
 
     def gather(self, positions: np.ndarray) -> np.ndarray:
-        """The file rows ``positions`` (any order; ascending reads fastest), as a copy."""
-        if not len(positions):
-            return np.empty((0, self.dims), dtype=np.float32)
-        mm = self._map()
+        """The file rows ``positions`` (any order; ascending reads fastest), as a copy: one
+        ``preadv`` per run of consecutive rows. No mapping, so the rows read never count in
+        the process's RSS (a mapped gather of a cell's visitors did, and faulted 5x slower:
+        6.5 s -> 1.3 s for the 1.2M visitor rows of 400k)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        out = np.empty((len(positions), self.dims), dtype=np.float32)
+        if not out.size:
+            return out
+        if positions.min() < 0 or positions.max() >= self.rows:
+            raise IndexError(f"file rows outside 0:{self.rows} in {self.path}")
+        row = self.dims * 4
+        view = memoryview(out).cast("B")
+        breaks = (np.flatnonzero(np.diff(positions) != 1) + 1).tolist()
+        fd = os.open(self.path, os.O_RDONLY)
         try:
-            return mm[positions]
+            first = positions[[0, *breaks]].tolist()
+            for a, b, at in zip([0, *breaks], [*breaks, len(positions)], first, strict=True):
+                _read_into(fd, view[a * row : b * row], at * row)
         finally:
-            del mm
+            os.close(fd)
+        return out
+
+
+def _read_into(fd: int, buf: memoryview, offset: int) -> None:
+    """Fill ``buf`` from ``offset`` of ``fd`` (a short file raises)."""
+    while len(buf):
+        got = os.preadv(fd, [buf], offset)
+        if not got:
+            raise OSError(f"partition file ended at byte {offset}")
+        buf, offset = buf[got:], offset + got
 
 
 def store_folder(matrix: Any) -> Path | None:

@@ -328,10 +328,13 @@ def _search(
         in_flight = options.max_in_flight or 2 * sum(options.client.nthreads().values()) or 2
         yield from _search_on_dask(options.client, ref, layout, units, kwargs, in_flight, progress)
         return
+    # one limit around the whole pool (it is process-wide), not one per cell
+    kwargs["blas_threads"] = None
     tasks = (lambda u=u: search_unit(ref, _unit(layout, *u), **kwargs) for u in units)
-    for done, result in enumerate(_run(tasks, settings.n_jobs), start=1):
-        yield result
-        progress(done, total)
+    with _blas_limit(settings.blas_threads):
+        for done, result in enumerate(_run(tasks, settings.n_jobs), start=1):
+            yield result
+            progress(done, total)
 
 
 def _search_on_dask(

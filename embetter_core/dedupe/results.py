@@ -29,7 +29,8 @@ class DuplicateReport:
         threshold: the cosine similarity a pair needs to count as a duplicate.
         method: the engine that ran, ``"exact"`` or ``"ann"``.
         pairs: ``(id_a, id_b, score)`` with ``score >= threshold``, highest score first; ties
-            are ordered by id, and ``id_a`` sorts before ``id_b``.
+            are ordered by id, and ``id_a`` sorts before ``id_b``. A read-only sequence (a search
+            gives a :class:`~embetter_core.dedupe.pair_list.PairList`, equal to the list).
         clusters: connected components of the pairs, largest first (ties by first id); each
             lists its ids in id order. A cluster may keep several rows (see ``removed``).
         removed: for each removed row, ``id -> (kept id, score)``: the kept row it matches
@@ -70,7 +71,7 @@ class DuplicateReport:
     ids: list[Any]
     threshold: float
     method: str
-    pairs: list[tuple[Any, Any, float]]
+    pairs: Sequence[tuple[Any, Any, float]]  # a PairList from a search: tuples made as read
     clusters: list[list[Any]]
     removed: dict[Any, tuple[Any, float]]
     exact_groups: list[list[Any]]
@@ -281,7 +282,7 @@ class DuplicateReport:
         """The pairs as a pandas DataFrame with columns id_a, id_b, score."""
         import pandas as pd
 
-        return pd.DataFrame(self.pairs, columns=["id_a", "id_b", "score"])
+        return pd.DataFrame(list(self.pairs), columns=["id_a", "id_b", "score"])
 
     def to_frame(self) -> Any:
         """One row per input row (input order) as a pandas DataFrame.
