@@ -106,7 +106,7 @@ def write_pairs_csv(
 
     # each id's cells are made once, as UTF-8: a row appears in many pairs, its text can be
     # long, and joining bytes costs a third of joining non-ASCII str
-    keys = {key for a, b, _ in report.pairs for key in (a, b)}
+    keys = ids_in_pairs(report.pairs)
     id_cell = {key: csv_field(cell(key)).encode("utf-8") for key in keys}
     text_cell = {key: csv_field(cell(_text(lookup, key))).encode("utf-8") for key in keys}
 
@@ -132,6 +132,19 @@ def write_pairs_csv(
             yield b"".join(made)
 
     return write_csv_lines_atomic(path, header, lines())
+
+
+def ids_in_pairs(pairs: Sequence[tuple[Any, Any, float]]) -> set[Any]:
+    """The distinct ids of ``pairs`` (a :class:`~embetter_core.dedupe.pair_list.PairList`
+    answers from its arrays, without making a tuple per pair).
+
+    >>> sorted(ids_in_pairs([("a", "b", 0.9), ("b", "c", 0.95)]))
+    ['a', 'b', 'c']
+    """
+    members = getattr(pairs, "members", None)
+    if members is not None:
+        return set(members())
+    return {key for a, b, _ in pairs for key in (a, b)}
 
 
 def _as_is(value: object) -> object:

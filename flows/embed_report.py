@@ -102,7 +102,7 @@ def threshold_facts(
 def texts_in_report(report: DuplicateReport, corpus: Corpus) -> dict[str, str]:
     """The texts of the ids that appear in the report's pairs or clusters."""
     text_of = corpus.texts_by_id()
-    wanted = {i for pair in report.pairs for i in pair[:2]}
+    wanted = render.ids_in_pairs(report.pairs)
     wanted.update(i for members in report.clusters for i in members)
     return {i: text_of[i] for i in wanted}
 

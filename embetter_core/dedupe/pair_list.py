@@ -39,6 +39,15 @@ class PairList(Sequence):
         for s in range(0, len(self), _CHUNK):
             yield from self[s : s + _CHUNK]
 
+    def members(self) -> list[Any]:
+        """The distinct ids that appear in the pairs (in row order), without making tuples.
+
+        >>> ids = np.array(["a", "b", "c"], dtype=object)
+        >>> PairList(ids, np.array([2, 0]), np.array([1, 2]), np.array([0.9, 0.9])).members()
+        ['a', 'b', 'c']
+        """
+        return self._ids[np.unique(np.concatenate([self._a, self._b]))].tolist()
+
     def _tuples(self, a: np.ndarray, b: np.ndarray, s: np.ndarray) -> list[tuple[Any, Any, float]]:
         return list(zip(self._ids[a].tolist(), self._ids[b].tolist(), s.tolist(), strict=True))
 
