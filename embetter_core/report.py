@@ -34,11 +34,13 @@ import io
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from embetter_core.dedupe.pair_list import PairList
 from embetter_core.dedupe.reference import ReferenceMatches
 from embetter_core.dedupe.results import DuplicateReport
 from embetter_core.files import csv_field, write_atomic, write_csv_atomic, write_csv_lines_atomic
@@ -113,22 +115,16 @@ def write_pairs_csv(
     # a score is a float, whose repr never needs quoting: formatted with %a, not csv_field;
     # lines are made a block of pairs at a time, in one list comprehension
     pairs = report.pairs
-    line = b"%s,%s,%a,%a,%s,%s\n" if probs else b"%s,%s,%a,%s,%s\n"
 
     def lines() -> Iterator[bytes]:
         for lo in range(0, len(pairs), 2048):
             block = pairs[lo : lo + 2048]
-            if probs:
-                made = [
-                    line
-                    % (id_cell[a], id_cell[b], float(s), round(p, 6), text_cell[a], text_cell[b])
-                    for (a, b, s), p in zip(block, probs[lo : lo + 2048], strict=True)
-                ]
-            else:
-                made = [
-                    line % (id_cell[a], id_cell[b], float(s), text_cell[a], text_cell[b])
-                    for a, b, s in block
-                ]
+            prob = [b"%a," % round(p, 6) for p in probs[lo : lo + 2048]] if probs else None
+            made = [
+                b"%s,%s,%a,%s%s,%s\n"
+                % (id_cell[a], id_cell[b], float(s), p, text_cell[a], text_cell[b])
+                for (a, b, s), p in zip(block, prob or repeat(b"", len(block)), strict=True)
+            ]
             yield b"".join(made)
 
     return write_csv_lines_atomic(path, header, lines())
@@ -141,9 +137,8 @@ def ids_in_pairs(pairs: Sequence[tuple[Any, Any, float]]) -> set[Any]:
     >>> sorted(ids_in_pairs([("a", "b", 0.9), ("b", "c", 0.95)]))
     ['a', 'b', 'c']
     """
-    members = getattr(pairs, "members", None)
-    if members is not None:
-        return set(members())
+    if isinstance(pairs, PairList):
+        return set(pairs.members())
     return {key for a, b, _ in pairs for key in (a, b)}
 
 

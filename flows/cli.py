@@ -119,12 +119,17 @@ class Watchdog:
         assert self.process.stdin is not None
         with contextlib.suppress(OSError):
             self.process.stdin.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        _wait_or_kill(self.process, 10)
         self.process = None
+
+
+def _wait_or_kill(process: subprocess.Popen[bytes], seconds: float) -> None:
+    """Wait up to ``seconds`` for ``process`` to exit, else kill it; reaped either way."""
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def watch(stream: IO[bytes]) -> int:
@@ -258,11 +263,7 @@ class TemporaryServer:
 
         get_logger().info("Stopping temporary server on http://127.0.0.1:%d", self.port)
         self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        _wait_or_kill(self.process, 5)
         self.process = None
 
 
