@@ -324,3 +324,49 @@ def test_report_pairs_are_arrays_read_as_the_list_of_tuples(vectors, ann) -> Non
     assert isinstance(a, int) and isinstance(score, float) and score >= 0.9
     assert pickle.loads(pickle.dumps(pairs)) == as_list
     assert ann.pairs_frame()["score"].tolist() == [s for _, _, s in as_list]
+
+
+def test_driver_keeps_pairs_as_views_and_rows_as_int32(vectors, ann) -> None:
+    """What keeps the driver of a 5M-row run in 2 GiB: the report's pairs are a prefix of
+    the candidates (views, not copies), read rounded as before; the cells' rows are int32."""
+    part = find_duplicates(vectors, method="partitioned", memory_budget="1GiB", **SETTINGS)
+    assert_same_pairs(part, ann)
+    cand, pairs = part.candidates, part.pairs
+    assert len(pairs) < len(cand)  # the floor keeps pairs below the threshold too
+    assert np.shares_memory(pairs._a, cand.a) and np.shares_memory(pairs._scores, cand.scores)
+    rounded = np.round(cand.scores[: len(pairs)].astype(np.float64), 6).tolist()
+    assert [s for _, _, s in pairs] == rounded
+    assert pairs == ann.pairs
+    cells = cand.cells
+    assert cells.primary.dtype == cells.visit_rows.dtype == cells.visit_cells.dtype == np.int32
+    np.testing.assert_array_equal(cells.visit_rows, ann.candidates.cells.visit_rows)
+    np.testing.assert_array_equal(cells.primary, ann.candidates.cells.primary)
+
+
+def test_removal_in_keep_order_is_the_one_by_one_rule() -> None:
+    """The int32, round-by-round removal against the rule taken one row at a time."""
+    from embetter_core.dedupe.decide import _remove_in_keep_order
+
+    rng = np.random.default_rng(3)
+    n, m = 3000, 9000
+    a, b = rng.integers(0, n, m), rng.integers(0, n, m)
+    a, b = a[a != b], b[a != b]
+    scores = np.sort(rng.choice(np.arange(900, 1000) / 1000, len(a)).astype(np.float32))[::-1]
+    keep_rank = rng.permutation(n)
+    gone, kept_by, score = _remove_in_keep_order(n, a, b, scores, keep_rank)
+    partners: dict[int, list[tuple[float, int, int]]] = {}
+    for x, y, s in zip(a.tolist(), b.tolist(), scores.tolist(), strict=True):
+        partners.setdefault(x, []).append((-s, keep_rank[y], y))
+        partners.setdefault(y, []).append((-s, keep_rank[x], x))
+    kept: set[int] = set()
+    expected = []
+    for row in np.argsort(keep_rank).tolist():
+        best = sorted(p for p in partners.get(row, []) if p[2] in kept)
+        if best:
+            expected.append((row, best[0][2], -best[0][0]))
+        else:
+            kept.add(row)
+    assert len(expected) > 500
+    assert gone.dtype == kept_by.dtype == np.int64
+    got = list(zip(gone.tolist(), kept_by.tolist(), score.tolist(), strict=True))
+    assert got == [(r, k, pytest.approx(s)) for r, k, s in expected]

@@ -52,18 +52,17 @@ def _decide(
 
     n = len(ids)
     rank = cand.rank
-    take = cand.scores >= np.float32(threshold)
-    a, b, s = cand.a[take], cand.b[take], cand.scores[take]
+    a, b, s = _at_threshold(cand, threshold)
     id_arr = np.empty(n, dtype=object)
     id_arr[:] = ids
-    scores = np.round(s.astype(np.float64), 6)
-    pairs = PairList(id_arr, a, b, scores)  # tuples made as they are read
+    pairs = PairList(id_arr, a, b, s)  # tuples made as they are read
 
     clusters: list[list[Any]] = []
     removed: dict[Any, tuple[Any, float]] = {}
     if len(a):
         graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
         _, labels = connected_components(graph, directed=False)
+        del graph
         sizes = np.bincount(labels)
         rows = np.flatnonzero(sizes[labels] > 1)
         rows = rows[np.lexsort((rank[rows], labels[rows]))]
@@ -107,16 +106,10 @@ def decision_counts(
     if keep_rank is None:
         keep_rank = np.arange(n, dtype=np.int64)
     out: list[dict[str, float | int]] = []
-    # candidates come best first: each threshold's pairs are then a prefix (views, no copies)
-    descending = np.negative(cand.scores) if _is_descending(cand.scores) else None
+    descending = _is_descending(cand.scores)
     for threshold in thresholds:
         threshold = _check_threshold(threshold, cand.floor)
-        if descending is not None:
-            k = int(np.searchsorted(descending, -np.float32(threshold), side="right"))
-            a, b, s = cand.a[:k], cand.b[:k], cand.scores[:k]
-        else:
-            take = cand.scores >= np.float32(threshold)
-            a, b, s = cand.a[take], cand.b[take], cand.scores[take]
+        a, b, s = _at_threshold(cand, threshold, descending)
         clusters = removed = 0
         if len(a):
             graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
@@ -139,6 +132,19 @@ def _is_descending(scores: np.ndarray) -> bool:
     return bool(len(scores) < 2 or (scores[:-1] >= scores[1:]).all())
 
 
+def _at_threshold(
+    cand: Candidates, threshold: float, descending: bool | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The candidates' ``(a, b, scores)`` scoring at least ``threshold``: a prefix (views, no
+    copies) when they come best first, as a search's do."""
+    scores = cand.scores
+    if _is_descending(scores) if descending is None else descending:
+        k = len(scores) - int(np.searchsorted(scores[::-1], np.float32(threshold), side="left"))
+        return cand.a[:k], cand.b[:k], scores[:k]
+    take = scores >= np.float32(threshold)
+    return cand.a[take], cand.b[take], scores[take]
+
+
 def _remove_in_keep_order(
     n: int, a: np.ndarray, b: np.ndarray, scores: np.ndarray, keep_rank: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -154,16 +160,23 @@ def _remove_in_keep_order(
     """
     # each pair seen from its later row (in keep order): only an earlier row can be kept
     # before it; per later row, its earlier partners best score first, ties in keep order
-    early = keep_rank[a] < keep_rank[b]
+    # rows, ranks and pair positions as int32 where they fit: half the bytes of a pair (10M
+    # pairs at 5M rows), the arrays freed as soon as they are used
+    small = _index_dtype(n)
+    rank = keep_rank.astype(small, copy=False)
+    a, b = a.astype(small), b.astype(small)
+    early = rank[a] < rank[b]
     later = np.where(early, b, a)
     earlier = np.where(early, a, b)
-    order = _lexsort_by_later(keep_rank[later], keep_rank[earlier], scores)
+    del a, b, early
+    order = _lexsort_by_later(rank[later], rank[earlier], scores)
     later, earlier, pair_scores = later[order], earlier[order], scores[order]
+    del order
 
     undecided, kept, removed = 0, 1, 2
     state = np.full(n, kept, dtype=np.int8)
     state[later] = undecided  # a row with no earlier partner is kept
-    open_pairs = np.arange(len(later))
+    open_pairs = np.arange(len(later), dtype=_index_dtype(len(later)))
     while len(open_pairs):
         left = open_pairs[state[later[open_pairs]] == undecided]
         rows = np.unique(later[left])
@@ -190,7 +203,16 @@ def _remove_in_keep_order(
     # each removed row's best kept partner: the first such pair of its (sorted) run
     take = np.flatnonzero((state[later] == removed) & (state[earlier] == kept))
     first = take[np.r_[True, later[take][1:] != later[take][:-1]]] if len(take) else take
-    return later[first], earlier[first], pair_scores[first].astype(np.float64)
+    return (
+        later[first].astype(np.int64),
+        earlier[first].astype(np.int64),
+        pair_scores[first].astype(np.float64),
+    )
+
+
+def _index_dtype(n: int) -> type:
+    """int32 for indices below ``n`` when they fit, else int64."""
+    return np.int32 if n < 2**31 else np.int64
 
 
 def _lexsort_by_later(
@@ -202,7 +224,11 @@ def _lexsort_by_later(
     m = len(scores)
     if m < 2 or int(later_rank.max()) >= 2**62 // m or not (scores[:-1] >= scores[1:]).all():
         return np.lexsort((earlier_rank, -scores, later_rank))
-    order = np.argsort(later_rank.astype(np.int64) * m + np.arange(m))
+    keys = later_rank.astype(np.int64)
+    keys *= m
+    keys += np.arange(m)
+    order = np.argsort(keys)
+    del keys
     rank, score = later_rank[order], scores[order]
     tie = (rank[1:] == rank[:-1]) & (score[1:] == score[:-1])
     if tie.any():

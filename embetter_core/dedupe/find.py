@@ -236,15 +236,18 @@ def _assemble(
     rank, order, ids = prep.rank, prep.order, prep.ids
     nearest[~np.isfinite(nearest)] = np.nan
     nearest[rank[zero_rows]] = np.nan
-    candidates = Candidates(
-        a=order[lo],
-        b=order[hi],
-        scores=scores,
-        rank=rank,
-        floor=prep.floor,
-        recall=None if sample is None else sample.renumbered(order),
-        cells=None if cells is None else cells.renumbered(order),
-    )
+    if _ascending(order):  # ids in sorted order (the default ids): no copies to renumber
+        candidates = Candidates(lo, hi, scores, rank, prep.floor, sample, cells)
+    else:
+        candidates = Candidates(
+            a=order[lo],
+            b=order[hi],
+            scores=scores,
+            rank=rank,
+            floor=prep.floor,
+            recall=None if sample is None else sample.renumbered(order),
+            cells=None if cells is None else cells.renumbered(order),
+        )
     if prep.texts is not None:
         exact_groups = _groups_by_key(prep.texts, ids, rank)
     else:
@@ -261,3 +264,8 @@ def _assemble(
         zero_vector_ids=[ids[r] for r in sorted(zero_rows.tolist(), key=lambda r: rank[r])],
         params=params,
     )
+
+
+def _ascending(order: np.ndarray) -> bool:
+    """Whether the permutation ``order`` is the identity."""
+    return bool(len(order) < 2 or (order[1:] > order[:-1]).all())

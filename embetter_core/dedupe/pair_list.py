@@ -1,6 +1,7 @@
 """:class:`PairList`: a report's ``pairs`` kept as arrays, its ``(id_a, id_b, score)`` tuples
 made as they are read. A list of tuples costs about 136 bytes a pair in Python objects (1.3 GB
-for the 10M pairs of 5M rows); the arrays cost 24 bytes a pair beside the shared ids.
+for the 10M pairs of 5M rows); the arrays cost 20 bytes a pair beside the shared ids (the
+scores stay float32 and are rounded to 6 places as they are read).
 
 >>> import numpy as np
 >>> ids = np.array(["a", "b", "c"], dtype=object)
@@ -20,12 +21,12 @@ _CHUNK = 65_536
 
 
 class PairList(Sequence):
-    """The pairs ``(ids[a[k]], ids[b[k]], scores[k])``, read-only, compared equal to the list
-    of the same tuples; a slice is a list."""
+    """The pairs ``(ids[a[k]], ids[b[k]], round(scores[k], 6))``, read-only, compared equal to
+    the list of the same tuples; a slice is a list. The arrays may be views (not copied)."""
 
     def __init__(self, ids: np.ndarray, a: np.ndarray, b: np.ndarray, scores: np.ndarray):
         self._ids, self._a, self._b = ids, a, b
-        self._scores = np.asarray(scores, dtype=np.float64)
+        self._scores = np.asarray(scores)
 
     def __len__(self) -> int:
         return len(self._a)
@@ -33,7 +34,7 @@ class PairList(Sequence):
     def __getitem__(self, k: Any) -> Any:
         if isinstance(k, slice):
             return self._tuples(self._a[k], self._b[k], self._scores[k])
-        return self._ids[self._a[k]], self._ids[self._b[k]], float(self._scores[k])
+        return self._ids[self._a[k]], self._ids[self._b[k]], float(_rounded(self._scores[k]))
 
     def __iter__(self) -> Iterator[tuple[Any, Any, float]]:
         for s in range(0, len(self), _CHUNK):
@@ -49,7 +50,8 @@ class PairList(Sequence):
         return self._ids[np.unique(np.concatenate([self._a, self._b]))].tolist()
 
     def _tuples(self, a: np.ndarray, b: np.ndarray, s: np.ndarray) -> list[tuple[Any, Any, float]]:
-        return list(zip(self._ids[a].tolist(), self._ids[b].tolist(), s.tolist(), strict=True))
+        scores = _rounded(s).tolist()
+        return list(zip(self._ids[a].tolist(), self._ids[b].tolist(), scores, strict=True))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence) or isinstance(other, str):
@@ -63,3 +65,8 @@ class PairList(Sequence):
 
     def __reduce__(self) -> Any:
         return PairList, (self._ids, self._a, self._b, self._scores)
+
+
+def _rounded(scores: Any) -> Any:
+    """Scores as the report gives them: float64, rounded to 6 places."""
+    return np.round(np.asarray(scores, dtype=np.float64), 6)

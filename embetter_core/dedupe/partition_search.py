@@ -18,6 +18,10 @@ from embetter_core.dedupe.engines import _blas_limit, _in_sorted, _rescore_pairs
 from embetter_core.dedupe.partition_files import PartitionRef
 from embetter_core.dedupe.settings import _SCREEN_SLACK
 
+#: The most partition rows the recall sample is compared with at once (its similarities to
+#: them: 500 x 16384 float32 = 33 MB).
+_RECALL_READ_ROWS = 16_384
+
 
 @dataclass(frozen=True, eq=False)
 class CellUnit:
@@ -131,7 +135,9 @@ def streamed_recall_sample(
 ) -> RecallSample:
     """:func:`~embetter_core.dedupe.cells._recall_sample` with the rows streamed from the
     partition file (``file_rows``: each file row's canonical row; ``position``: each
-    canonical row's file row): the same sample, the same exact neighbours."""
+    canonical row's file row; the candidates ``lo``, ``hi`` ascending): the same sample, the
+    same exact neighbours. The file is read ``read_rows`` rows at a time (at most
+    :data:`_RECALL_READ_ROWS`: the sample's similarities to one block are held at once)."""
     n = len(file_rows)
     rng = np.random.default_rng(seed + 1)
     has = np.zeros(n, dtype=bool)
@@ -153,6 +159,7 @@ def streamed_recall_sample(
     Xs = ref.gather(position[rows])
     own_pos = position[rows]
     pair_parts, other_parts, score_parts = [], [], []
+    read_rows = min(read_rows, _RECALL_READ_ROWS)
     for p0 in range(0, n if len(rows) else 0, read_rows):
         Xb = ref.read(p0, p0 + read_rows)
         sims = Xs @ Xb.T
@@ -169,7 +176,7 @@ def streamed_recall_sample(
     pair_row = np.concatenate(pair_parts) if pair_parts else empty
     other = np.concatenate(other_parts) if other_parts else empty
     scores = np.concatenate(score_parts) if score_parts else np.empty(0, dtype=np.float32)
-    cand_keys = np.sort(lo * n + hi)
+    cand_keys = lo * n + hi  # ascending, as the candidates come
     a = rows[pair_row]
     keys = np.minimum(a, other) * n + np.maximum(a, other)
     return RecallSample(

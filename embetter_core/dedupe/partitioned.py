@@ -41,6 +41,7 @@ from embetter_core.dedupe.budget import BudgetPlan, format_bytes, plan_budget
 from embetter_core.dedupe.candidates import AnnCells, RecallSample
 from embetter_core.dedupe.cells import _assign_cells, _train_on, _train_rows
 from embetter_core.dedupe.checks import _load_normalised, _Prepared, _refuse_bad_rows
+from embetter_core.dedupe.decide import _index_dtype
 from embetter_core.dedupe.engines import _blas_limit, _run
 from embetter_core.dedupe.partition_files import (
     PartitionRef,
@@ -166,13 +167,17 @@ def find_partitioned(
     params["cells_searched"] = len({c for c, _ in units})
     params["cells_split"] = len({c for c, span in units if span is not None})
     params["work_folder"] = str(folder) if options.keep_files else None
-    sort = np.lexsort((hi, lo, -scores))
+    sort = np.argsort(-scores, kind="stable")  # (lo, hi) come ascending: candidate order
+    lo = lo[sort]  # one at a time: one more array of a kind held, not three
+    hi = hi[sort]
+    scores = scores[sort]
+    del sort
     params["timings"] = {k: round(v, 3) for k, v in timings.items()}
     return Searched(
         replace(prep, method="ann"),
-        lo[sort],
-        hi[sort],
-        scores[sort],
+        lo,
+        hi,
+        scores,
         nearest,
         zero_rows,
         sample,
@@ -226,17 +231,19 @@ def _checked_sample(
 def _placed(
     prep: _Prepared, centroids: np.ndarray, screen: np.float32, nprobe: int, read_rows: int
 ) -> AnnCells:
-    """The second read: each canonical row's cells, as the ann engine places them."""
-    primary = np.empty(prep.n, dtype=np.int64)
-    rows_parts, cells_parts = [], []
+    """The second read: each canonical row's cells, as the ann engine places them (int32
+    where the rows fit: a row visits ``nprobe - 1`` cells or more)."""
+    small = _index_dtype(max(prep.n, len(centroids)))
+    primary = np.empty(prep.n, dtype=small)
+    rows_parts, cells_parts = [np.empty(0, dtype=small)], [np.empty(0, dtype=small)]
     for start, unit, _zero in _blocks(prep, read_rows):
         canon = prep.rank[start : start + len(unit)]
         p, vr, vc = _assign_cells(unit, centroids, screen, nprobe=nprobe, max_probe=_MAX_PROBE)
         primary[canon] = p
-        rows_parts.append(canon[vr])
-        cells_parts.append(vc)
-    visit_rows = np.concatenate(rows_parts) if rows_parts else np.empty(0, dtype=np.int64)
-    visit_cells = np.concatenate(cells_parts) if cells_parts else np.empty(0, dtype=np.int64)
+        rows_parts.append(canon[vr].astype(small))
+        cells_parts.append(vc.astype(small))
+    visit_rows, visit_cells = np.concatenate(rows_parts), np.concatenate(cells_parts)
+    del rows_parts, cells_parts
     by_row = np.argsort(visit_rows, kind="stable")  # canonical order, as in memory
     return AnnCells(
         centroids,
@@ -262,7 +269,7 @@ class _Layout:
     @classmethod
     def of(cls, cells: AnnCells) -> _Layout:
         nlist = len(cells.centroids)
-        file_rows = np.argsort(cells.primary, kind="stable")
+        file_rows = np.argsort(cells.primary, kind="stable").astype(cells.primary.dtype)
         position = np.empty_like(file_rows)
         position[file_rows] = np.arange(len(file_rows))
         m_bounds = np.searchsorted(cells.primary[file_rows], np.arange(nlist + 1))
@@ -388,8 +395,9 @@ def _search_on_dask(
 def _collect(
     results: Iterable[UnitResult], n: int, limit: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The units' pairs (each once, canonical ``lo < hi``), their scores and each row's
-    best score."""
+    """The units' pairs (each once, canonical ``lo < hi``, ascending), their scores and each
+    row's best score. A pair found in two units was scored from the same two rows, so
+    either score is its score."""
     nearest = np.full(n, -np.inf, dtype=np.float32)
     count = 0
     keys_parts, score_parts = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.float32)]
@@ -401,8 +409,20 @@ def _collect(
                 f"more than max_candidates={limit} candidate pairs above the floor: "
                 "raise the threshold or the floor, or raise max_candidates"
             )
-        keys_parts.append(res.lo * n + res.hi)
+        keys_parts.append(res.lo.astype(np.int64) * n + res.hi)
         score_parts.append(res.scores)
-    keys, first = np.unique(np.concatenate(keys_parts), return_index=True)
-    scores = np.concatenate(score_parts)[first]
-    return keys // max(n, 1), keys % max(n, 1), scores, nearest
+    # one array of each at a time (10M pairs at 5M rows): not np.unique's several copies
+    keys = np.concatenate(keys_parts)
+    keys_parts.clear()
+    order = np.argsort(keys)
+    keys = keys[order]
+    scores = np.concatenate(score_parts)[order]
+    score_parts.clear()
+    del order
+    first = np.empty(len(keys), dtype=bool)
+    first[:1] = True
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    keys, scores = keys[first], scores[first]
+    del first
+    n = max(n, 1)
+    return keys // n, keys % n, scores, nearest
