@@ -171,6 +171,26 @@ def test_ann_incremental_equals_a_full_search_over_the_same_cells(tmp_path) -> N
     assert not set(np.asarray(ids)[sample.rows]) - set(ids)  # deleted rows left the sample
 
 
+def test_full_runs_over_a_grown_corpus_draw_nearly_the_same_recall_sample() -> None:
+    """The draw keys on the rows' contents, so a full run after 2 % more rows (and in
+    another row order) checks nearly the rows the last one did, and an incremental run's
+    carried sample compares like for like with it; another seed draws other rows."""
+    X = planted(5000, seed=4)
+    ids = np.array([f"row-{i:05d}" for i in range(len(X))])
+    kw = {"threshold": 0.85, "method": "ann", "nlist": 40, "recall_sample": 200}
+
+    def drawn(rows: np.ndarray, **extra) -> set[str]:
+        report = find_duplicates(X[rows], ids[rows].tolist(), **kw, **extra)
+        return set(ids[rows][report.candidates.recall.rows])
+
+    before = drawn(np.arange(4900))
+    shuffled = np.random.default_rng(0).permutation(5000)
+    after = drawn(shuffled)
+    assert len(before) == len(after) == 200
+    assert len(before & after) >= 180, len(before & after)
+    assert len(before & drawn(np.arange(4900), seed=1)) < 120
+
+
 def test_corrupt_state_falls_back_to_a_logged_full_run(tmp_path, caplog) -> None:
     X = planted(600, seed=3)
     ids = [f"row-{i:05d}" for i in range(len(X))]

@@ -12,7 +12,12 @@ import numpy as np
 
 if TYPE_CHECKING:
     pass
-from embetter_core.dedupe.candidates import AnnCells, RecallSample
+from embetter_core.dedupe.candidates import (
+    AnnCells,
+    RecallSample,
+    sample_priority,
+    stratified_draw,
+)
 from embetter_core.dedupe.engines import (
     _Collector,
     _cross_tiles,
@@ -246,21 +251,10 @@ def _recall_sample(
     """Exact neighbours (>= floor) of a stratified sample of ``size`` rows, and which of
     them the candidates ``(lo, hi)`` hold, to estimate ann recall."""
     n = len(X)
-    rng = np.random.default_rng(seed + 1)
     has = np.zeros(n, dtype=bool)
     has[lo] = True
     has[hi] = True
-    rows_parts = [np.empty(0, dtype=np.int64)]
-    weight_parts = [np.empty(0, dtype=np.float64)]
-    strata = [np.flatnonzero(has), np.flatnonzero(~has)]
-    for k, stratum in enumerate(strata):
-        share = size - size // 2 if k == 0 else size // 2
-        take = min(len(stratum), share)
-        if take:
-            rows_parts.append(np.sort(rng.choice(stratum, size=take, replace=False)))
-            weight_parts.append(np.full(take, len(stratum) / take))
-    rows = np.concatenate(rows_parts)
-    weights = np.concatenate(weight_parts)
+    rows, weights = stratified_draw(has, size, sample_priority(X, seed))
     screen = np.float32(floor - _SCREEN_SLACK)
     nearest = np.full(len(rows), -np.inf, dtype=np.float32)
     other_parts, row_parts = [], []

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embetter_core.dedupe.candidates import RecallSample
+from embetter_core.dedupe.candidates import RecallSample, stratified_draw
 from embetter_core.dedupe.cells import _cell_tiles
 from embetter_core.dedupe.engines import _blas_limit, _in_sorted, _rescore_pairs
 from embetter_core.dedupe.partition_files import PartitionRef
@@ -130,29 +130,21 @@ def streamed_recall_sample(
     *,
     floor: float,
     size: int,
-    seed: int,
+    priority: np.ndarray,
     read_rows: int,
 ) -> RecallSample:
     """:func:`~embetter_core.dedupe.cells._recall_sample` with the rows streamed from the
     partition file (``file_rows``: each file row's canonical row; ``position``: each
-    canonical row's file row; the candidates ``lo``, ``hi`` ascending): the same sample, the
-    same exact neighbours. The file is read ``read_rows`` rows at a time (at most
-    :data:`_RECALL_READ_ROWS`: the sample's similarities to one block are held at once)."""
+    canonical row's file row; the candidates ``lo``, ``hi`` ascending; ``priority``: each
+    canonical row's :func:`~embetter_core.dedupe.candidates.sample_priority`, taken as the
+    rows were written): the same sample, the same exact neighbours. The file is read
+    ``read_rows`` rows at a time (at most :data:`_RECALL_READ_ROWS`: the sample's
+    similarities to one block are held at once)."""
     n = len(file_rows)
-    rng = np.random.default_rng(seed + 1)
     has = np.zeros(n, dtype=bool)
     has[lo] = True
     has[hi] = True
-    rows_parts = [np.empty(0, dtype=np.int64)]
-    weight_parts = [np.empty(0, dtype=np.float64)]
-    for k, stratum in enumerate([np.flatnonzero(has), np.flatnonzero(~has)]):
-        share = size - size // 2 if k == 0 else size // 2
-        take = min(len(stratum), share)
-        if take:
-            rows_parts.append(np.sort(rng.choice(stratum, size=take, replace=False)))
-            weight_parts.append(np.full(take, len(stratum) / take))
-    rows = np.concatenate(rows_parts)
-    weights = np.concatenate(weight_parts)
+    rows, weights = stratified_draw(has, size, priority)
     del has
     screen = np.float32(floor - _SCREEN_SLACK)
     nearest = np.full(len(rows), -np.inf, dtype=np.float32)

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from embetter_core.dedupe.budget import BudgetPlan, format_bytes, plan_budget
-from embetter_core.dedupe.candidates import AnnCells, RecallSample
+from embetter_core.dedupe.candidates import AnnCells, RecallSample, sample_priority
 from embetter_core.dedupe.cells import _assign_cells, _train_on, _train_rows
 from embetter_core.dedupe.checks import _load_normalised, _Prepared, _refuse_bad_rows
 from embetter_core.dedupe.decide import _index_dtype
@@ -138,7 +138,9 @@ def find_partitioned(
     try:
         clock = time.perf_counter()
         check_free_space(folder, n * dims * 4 + (16 << 20))
-        ref = write_partitions(folder, _unit_blocks(prep, plan.read_rows), position=layout.position)
+        priority = np.zeros(n if settings.recall_sample else 0, dtype=np.uint64)
+        blocks = _unit_blocks(prep, plan.read_rows, priority, settings.seed)
+        ref = write_partitions(folder, blocks, position=layout.position)
         timings["partition_write"] = time.perf_counter() - clock
         clock = time.perf_counter()
         units = _unit_plan(layout, plan, dims, settings.block_size)
@@ -156,7 +158,7 @@ def find_partitioned(
                 hi,
                 floor=prep.floor,
                 size=settings.recall_sample,
-                seed=settings.seed,
+                priority=priority,
                 read_rows=plan.read_rows,
             )
             nearest[sample.rows] = sample.nearest
@@ -279,10 +281,17 @@ class _Layout:
         return cls(file_rows, position, m_bounds, visitors, v_bounds)
 
 
-def _unit_blocks(prep: _Prepared, read_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The third read: ``(canonical rows, unit rows)`` per block, for the partition file."""
+def _unit_blocks(
+    prep: _Prepared, read_rows: int, priority: np.ndarray, seed: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The third read: ``(canonical rows, unit rows)`` per block, for the partition file;
+    each row's recall-sample priority goes into ``priority`` (by canonical row) on the way,
+    unless it is empty (no sample)."""
     for start, unit, _zero in _blocks(prep, read_rows):
-        yield prep.rank[start : start + len(unit)], unit
+        rows = prep.rank[start : start + len(unit)]
+        if len(priority):
+            priority[rows] = sample_priority(unit, seed)
+        yield rows, unit
 
 
 def _unit_plan(

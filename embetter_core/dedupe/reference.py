@@ -47,7 +47,12 @@ from typing import Any, Unpack
 
 import numpy as np
 
-from embetter_core.dedupe.candidates import RecallSample, check_parallel
+from embetter_core.dedupe.candidates import (
+    RecallSample,
+    check_parallel,
+    sample_priority,
+    stratified_draw,
+)
 from embetter_core.dedupe.cells import _assign_cells, _train_cells
 from embetter_core.dedupe.checks import (
     _canonical_order,
@@ -443,17 +448,9 @@ def _cross_recall_sample(
     """Exact matches of a stratified sample of ``size`` rows (rows with a found match, rows
     without) against the whole reference, and which of them ``(qa, rb)`` holds."""
     n, m = len(Q), len(R)
-    rng = np.random.default_rng(seed + 1)
     has = np.zeros(n, dtype=bool)
     has[qa] = True
-    rows_parts, weight_parts = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.float64)]
-    for k, stratum in enumerate((np.flatnonzero(has), np.flatnonzero(~has))):
-        take = min(len(stratum), size - size // 2 if k == 0 else size // 2)
-        if take:
-            rows_parts.append(np.sort(rng.choice(stratum, size=take, replace=False)))
-            weight_parts.append(np.full(take, len(stratum) / take))
-    rows = np.concatenate(rows_parts)
-    weights = np.concatenate(weight_parts)
+    rows, weights = stratified_draw(has, size, sample_priority(Q, seed))
     screen = np.float32(threshold - _SCREEN_SLACK)
     nearest, _, pos, other = _cross_search(
         Q[rows], R, screen, block=block, n_jobs=1, limit=np.iinfo(np.int64).max
