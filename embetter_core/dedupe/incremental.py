@@ -36,8 +36,10 @@ training reach ``retrain_share`` of the rows they were trained on. The ann recal
 comes from the last run's sample, carried forward: its rows that are still unchanged, their
 exact neighbours updated by an exact check against the new and edited rows, ``found``
 recomputed against the new candidates. Deleted or edited sample rows leave the sample (their
-weights are not re-drawn) until the next full run draws a fresh one, so the estimate differs
-from a full run's by sampling noise.
+weights are not re-drawn) until the next full run draws again. The draw keys on the rows'
+contents (:func:`~embetter_core.dedupe.candidates.sample_priority`), so that full run checks
+nearly the same rows, and the two estimates differ by what the searches found, not by which
+rows were drawn.
 
 When the state cannot be used (missing, corrupt, or made with another encoder fingerprint,
 floor, engine, dimension or ann setting) the run is a full one and says why in a log record
