@@ -106,28 +106,48 @@ def write_pairs_csv(
     cell = safe_cell if spreadsheet_safe else _as_is
     header = ["id_a", "id_b", "score", *(["probability"] if probs else []), "text_a", "text_b"]
 
-    # each id's cells are made once, as UTF-8: a row appears in many pairs, its text can be
-    # long, and joining bytes costs a third of joining non-ASCII str
-    keys = ids_in_pairs(report.pairs)
-    id_cell = {key: csv_field(cell(key)).encode("utf-8") for key in keys}
-    text_cell = {key: csv_field(cell(_text(lookup, key))).encode("utf-8") for key in keys}
-
-    # a score is a float, whose repr never needs quoting: formatted with %a, not csv_field;
-    # lines are made a block of pairs at a time, in one list comprehension
-    pairs = report.pairs
+    # each id's cells are made once, as UTF-8 with the separator that follows them, and each
+    # distinct score once; a line is then five or six ready pieces, looked up by position (a
+    # row appears in many pairs, its text can be long, and no tuple is made per pair)
+    names, at_a, at_b, scores = _coded(report.pairs)
+    id_cell = [csv_field(cell(key)).encode("utf-8") + b"," for key in names]
+    text = [csv_field(cell(_text(lookup, key))).encode("utf-8") for key in names]
+    text_a = [value + b"," for value in text]
+    text_b = [value + b"\n" for value in text]
+    del text
+    distinct, at_score = np.unique(scores, return_inverse=True)
+    score_cell = [b"%a," % value for value in distinct.tolist()]  # a float's repr: no quotes
+    prob_cell = [b"%a," % round(p, 6) for p in probs] if probs else None
 
     def lines() -> Iterator[bytes]:
-        for lo in range(0, len(pairs), 2048):
-            block = pairs[lo : lo + 2048]
-            prob = [b"%a," % round(p, 6) for p in probs[lo : lo + 2048]] if probs else None
-            made = [
-                b"%s,%s,%a,%s%s,%s\n"
-                % (id_cell[a], id_cell[b], float(s), p, text_cell[a], text_cell[b])
-                for (a, b, s), p in zip(block, prob or repeat(b"", len(block)), strict=True)
-            ]
-            yield b"".join(made)
+        for lo in range(0, len(at_a), 4096):
+            span = slice(lo, lo + 4096)
+            a, b, k = at_a[span].tolist(), at_b[span].tolist(), at_score[span].tolist()
+            prob = prob_cell[span] if prob_cell else repeat(b"", len(a))
+            yield b"".join(
+                [
+                    b"%s%s%s%s%s%s"
+                    % (id_cell[i], id_cell[j], score_cell[s], p, text_a[i], text_b[j])
+                    for i, j, s, p in zip(a, b, k, prob, strict=True)
+                ]
+            )
 
     return write_csv_lines_atomic(path, header, lines())
+
+
+def _coded(
+    pairs: Sequence[tuple[Any, Any, float]],
+) -> tuple[list[Any], np.ndarray, np.ndarray, np.ndarray]:
+    """:meth:`PairList.coded <embetter_core.dedupe.pair_list.PairList.coded>` for any list
+    of ``(id_a, id_b, score)``: the distinct ids, each pair's two positions among them, and
+    the scores."""
+    if isinstance(pairs, PairList):
+        return pairs.coded()
+    where: dict[Any, int] = {}
+    at_a = [where.setdefault(a, len(where)) for a, _, _ in pairs]
+    at_b = [where.setdefault(b, len(where)) for _, b, _ in pairs]
+    scores = np.array([float(s) for *_, s in pairs], dtype=np.float64)
+    return list(where), np.array(at_a, dtype=np.int64), np.array(at_b, dtype=np.int64), scores
 
 
 def ids_in_pairs(pairs: Sequence[tuple[Any, Any, float]]) -> set[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import re
@@ -229,3 +230,27 @@ def test_pairs_csv_round_trip_with_tricky_texts_and_probabilities(tmp_path) -> N
     with open(safe, newline="", encoding="utf-8") as handle:
         cells = [cell for row in csv.reader(handle) for cell in row]
     assert "'=cmd" in cells and "'=1+1" in cells and "=cmd" not in cells
+
+
+def test_pairs_csv_from_a_pair_list_and_from_tuples_is_the_same(tmp_path) -> None:
+    """The writer makes each id's cells and each distinct score once and looks them up by
+    position: the file must hold every pair's own ids, score and texts, in order, whether
+    the pairs come as a search's PairList or as plain tuples."""
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((30, 8)).astype(np.float32)
+    X = np.vstack([base, base + 0.05 * rng.standard_normal((30, 8)).astype(np.float32)])
+    ids = [f"r{i:02d}" for i in range(len(X))]
+    report = find_duplicates(X, ids=ids, threshold=0.5, method="exact")
+    assert type(report.pairs).__name__ == "PairList" and len(report.pairs) > 50
+    assert len({s for *_, s in report.pairs}) > 20  # many distinct scores
+    texts = {key: f'text "{key}", {len(key) * "é"}' for key in ids}
+    as_tuples = copy.copy(report)
+    as_tuples.pairs = list(report.pairs)
+    probs = rng.random(len(report.pairs)).tolist()
+    one = write_pairs_csv(report, texts, tmp_path / "one.csv", probs).read_bytes()
+    two = write_pairs_csv(as_tuples, texts, tmp_path / "two.csv", probs).read_bytes()
+    assert one == two
+    rows = list(csv.DictReader(io.StringIO(one.decode("utf-8"))))
+    got = [(r["id_a"], r["id_b"], float(r["score"]), r["text_a"], r["text_b"]) for r in rows]
+    assert got == [(a, b, s, texts[a], texts[b]) for a, b, s in report.pairs]
+    assert [float(r["probability"]) for r in rows] == [round(p, 6) for p in probs]

@@ -49,6 +49,21 @@ class PairList(Sequence):
         """
         return self._ids[np.unique(np.concatenate([self._a, self._b]))].tolist()
 
+    def coded(self) -> tuple[list[Any], np.ndarray, np.ndarray, np.ndarray]:
+        """The distinct ids (in row order) and, per pair, the positions of its two ids among
+        them and its score (rounded as read), without making a tuple per pair: for writers
+        that make each id's cells once.
+
+        >>> ids = np.array(["a", "b", "c"], dtype=object)
+        >>> pairs = PairList(ids, np.array([2, 0]), np.array([1, 2]), np.array([0.9, 0.8]))
+        >>> names, a, b, scores = pairs.coded()
+        >>> names, a.tolist(), b.tolist(), scores.tolist()
+        (['a', 'b', 'c'], [2, 0], [1, 2], [0.9, 0.8])
+        """
+        rows, where = np.unique(np.concatenate([self._a, self._b]), return_inverse=True)
+        n = len(self)
+        return self._ids[rows].tolist(), where[:n], where[n:], _rounded(self._scores)
+
     def _tuples(self, a: np.ndarray, b: np.ndarray, s: np.ndarray) -> list[tuple[Any, Any, float]]:
         scores = _rounded(s).tolist()
         return list(zip(self._ids[a].tolist(), self._ids[b].tolist(), scores, strict=True))
