@@ -76,17 +76,19 @@ def sample_priority(X: np.ndarray, seed: int) -> np.ndarray:
     contents and ``seed``, not on where the rows are. Runs over a corpus that grew draw
     nearly the same rows, and their recall estimates compare like for like (an incremental
     run carries the last sample forward; the next full run draws the same rows again).
+    Rows alike in those values (zero rows, exact duplicates) share a place, a random one: a
+    keyed offset keeps all-zero values from coming first.
 
-    >>> X = np.array([[1, 0], [0.6, 0.8], [1, 0]], dtype=np.float32)
+    >>> X = np.array([[1, 0], [0.6, 0.8], [1, 0], [0, 0]], dtype=np.float32)
     >>> p = sample_priority(X, seed=0)
-    >>> p.dtype.name, bool(p[0] == p[2]), bool(p[0] == p[1])
-    ('uint64', True, False)
+    >>> p.dtype.name, bool(p[0] == p[2]), bool(p[0] == p[1]), bool(p[3] > 0)
+    ('uint64', True, False, True)
     """
     words = np.ascontiguousarray(X[:, :_PRIORITY_WORDS], dtype=np.float32).view(np.uint32)
     keys = np.random.default_rng(seed + 1).integers(
-        0, 2**64 - 1, size=words.shape[1], dtype=np.uint64, endpoint=True
+        0, 2**64 - 1, size=words.shape[1] + 1, dtype=np.uint64, endpoint=True
     )
-    return words.astype(np.uint64) @ (keys | np.uint64(1))  # mod 2**64
+    return words.astype(np.uint64) @ (keys[1:] | np.uint64(1)) + keys[0]  # mod 2**64
 
 
 def stratified_draw(
