@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from embetter_core.dedupe.hashing import multilinear_hash
+
 if TYPE_CHECKING:
     pass
 
@@ -84,11 +86,12 @@ def sample_priority(X: np.ndarray, seed: int) -> np.ndarray:
     >>> p.dtype.name, bool(p[0] == p[2]), bool(p[0] == p[1]), bool(p[3] > 0)
     ('uint64', True, False, True)
     """
-    words = np.ascontiguousarray(X[:, :_PRIORITY_WORDS], dtype=np.float32).view(np.uint32)
+    first = np.ascontiguousarray(X[:, :_PRIORITY_WORDS], dtype=np.float32)
     keys = np.random.default_rng(seed + 1).integers(
-        0, 2**64 - 1, size=words.shape[1] + 1, dtype=np.uint64, endpoint=True
+        0, 2**64 - 1, size=first.shape[1] + 1, dtype=np.uint64, endpoint=True
     )
-    return words.astype(np.uint64) @ (keys[1:] | np.uint64(1)) + keys[0]  # mod 2**64
+    per_word = (keys[1:] | np.uint64(1))[:, None]
+    return multilinear_hash(first, per_word)[:, 0] + keys[0]  # mod 2**64
 
 
 def stratified_draw(

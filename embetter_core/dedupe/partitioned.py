@@ -42,7 +42,7 @@ from embetter_core.dedupe.candidates import AnnCells, RecallSample, sample_prior
 from embetter_core.dedupe.cells import _assign_cells, _train_on, _train_rows
 from embetter_core.dedupe.checks import _load_normalised, _Prepared, _refuse_bad_rows
 from embetter_core.dedupe.decide import _index_dtype
-from embetter_core.dedupe.engines import _blas_limit, _run
+from embetter_core.dedupe.engines import _blas_limit, _overflow, _run
 from embetter_core.dedupe.partition_files import (
     PartitionRef,
     check_free_space,
@@ -414,10 +414,7 @@ def _collect(
         np.maximum.at(nearest, res.rows, res.best)
         count += len(res.lo)
         if count > limit:
-            raise DuplicateSearchError(
-                f"more than max_candidates={limit} candidate pairs above the floor: "
-                "raise the threshold or the floor, or raise max_candidates"
-            )
+            raise _overflow(limit)
         keys_parts.append(res.lo.astype(np.int64) * n + res.hi)
         score_parts.append(res.scores)
     # one array of each at a time (10M pairs at 5M rows): not np.unique's several copies

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from embetter_core.dedupe.candidates import AnnCells, RecallSample
+from embetter_core.dedupe.hashing import multilinear_hash
 from embetter_core.dedupe.results import DuplicateReport
 from embetter_core.errors import DedupeStateError
 from embetter_core.files import atomic_path
@@ -54,15 +55,10 @@ def row_hashes(X: np.ndarray) -> np.ndarray:
     rows = np.ascontiguousarray(X, dtype=np.float64 if wide else np.float32)
     if rows.ndim != 2:
         raise ValueError(f"row_hashes needs a 2-D array, got shape {rows.shape}")
-    words = rows.view(np.uint32)  # each float32's 32 bits
     keys = np.random.default_rng(_HASH_SEED).integers(
-        0, 2**64 - 1, size=(words.shape[1], 2), dtype=np.uint64, endpoint=True
+        0, 2**64 - 1, size=(rows.shape[1] * rows.itemsize // 4, 2), dtype=np.uint64, endpoint=True
     )
-    keys |= np.uint64(1)
-    out = np.empty((len(rows), 2), dtype=np.uint64)
-    for start in range(0, len(rows), 2048):  # blocks that stay in cache
-        out[start : start + 2048] = words[start : start + 2048].astype(np.uint64) @ keys
-    return out
+    return multilinear_hash(rows, keys | np.uint64(1))
 
 
 @dataclass(frozen=True, eq=False, repr=False)
