@@ -43,6 +43,30 @@ def test_default_floor_is_raised_to_fit(method: str, caplog: pytest.LogCaptureFi
     assert report.rethreshold(report.floor).pairs  # rethreshold goes down to the new floor
 
 
+def test_partitioned_default_floor_is_raised_like_ann(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The out-of-core engine too, its input read from an HDF5 dataset: the raised floor,
+    and then the same candidates as ann at that floor."""
+    import h5py
+
+    X = _crowded()
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        f["x"] = X
+    kw = {"threshold": THRESHOLD, "max_candidates": 3000, "memory_budget": "1GiB"}
+    with h5py.File(tmp_path / "v.h5", "r") as f, caplog.at_level(logging.WARNING):
+        report = find_duplicates(f["x"], method="partitioned", **kw)
+    assert 0.87 < report.floor < THRESHOLD
+    assert report.params["floor_raised_from"] == pytest.approx(0.87)
+    assert report.params["engine"] == "partitioned"
+    assert "raised the floor to" in caplog.text
+    ann = find_duplicates(X, method="ann", **kw)
+    assert ann.floor == report.floor
+    assert report.candidates.scores.tolist() == ann.candidates.scores.tolist()
+    with pytest.raises(CandidateOverflowError, match=r"above floor=0\.87: floor=0\.9\d+ would"):
+        find_duplicates(X, method="partitioned", floor=0.87, **kw)
+
+
 def test_given_floor_names_the_floor_that_fits() -> None:
     X = _crowded()
     with pytest.raises(CandidateOverflowError, match=r"above floor=0\.87: floor=0\.9\d+ would"):

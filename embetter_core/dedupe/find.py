@@ -56,9 +56,9 @@ from embetter_core.dedupe.checks import (
 )
 from embetter_core.dedupe.decide import _groups_by_key
 from embetter_core.dedupe.engines import _blas_limit, _exact_search, _Found, _rescore
-from embetter_core.dedupe.floors import search_fitting
+from embetter_core.dedupe.floors import ReadUnitRows, search_fitting
 from embetter_core.dedupe.keep import KeepRule
-from embetter_core.dedupe.partitioned import PartitionOptions, find_partitioned
+from embetter_core.dedupe.partitioned import PartitionOptions, Searched, find_partitioned
 from embetter_core.dedupe.results import DuplicateReport
 from embetter_core.dedupe.settings import (
     _SCREEN_SLACK,
@@ -161,7 +161,7 @@ def find_duplicates(
         dims = int(prep.matrix.shape[1]) if prep.n else 0
         if method == "partitioned" or not fits_in_memory(prep.n, dims, budget):
             prep = replace(prep, method="partitioned")
-            return _assemble(*find_partitioned(prep, settings, budget, partitions))
+            return _assemble(*_partitioned_fitting(prep, settings, budget, partitions))
     X, bad_rows, zero_rows = _load_normalised(prep.matrix, prep.n, prep.rank)
     _refuse_bad_rows(bad_rows, prep.ids)
     n = prep.n
@@ -216,6 +216,26 @@ def find_duplicates(
     return _assemble(
         prep, lo[sort], hi[sort], scores[sort], nearest, zero_rows, sample, found.cells, params
     )
+
+
+def _partitioned_fitting(
+    prep: _Prepared, settings: SearchSettings, budget: int, partitions: PartitionOptions | None
+) -> Searched:
+    """The partitioned search, its default floor raised toward the threshold when it would
+    overflow ``max_candidates``, as the in-memory engines' is (:func:`search_fitting`; the
+    rows the estimate reads come from the input, block by block)."""
+    searched, floor = search_fitting(
+        lambda f: find_partitioned(replace(prep, floor=f), settings, budget, partitions),
+        ReadUnitRows(prep.matrix, prep.n),
+        floor=prep.floor,
+        threshold=prep.threshold,
+        given=prep.floor_given,
+        limit=settings.max_candidates,
+        seed=settings.seed,
+    )
+    if floor != prep.floor:
+        searched.params["floor_raised_from"] = prep.floor
+    return searched
 
 
 def _assemble(

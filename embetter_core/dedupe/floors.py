@@ -6,6 +6,8 @@ search overflows, :func:`search_fitting` estimates from an exact check of a samp
 the lowest floor whose pairs fit in half of ``max_candidates``, raises the floor to it (at
 most to the threshold), logs a warning and searches again; ``report.floor`` says which
 floor was used. A floor the user gave is kept, and the error names the floor that would fit.
+The same loop runs every engine: exact and ann over their unit rows in memory, partitioned
+over the input read block by block (:class:`ReadUnitRows`), its whole search run again.
 
 >>> default_floor(0.5), default_floor(0.1)
 (0.4, 0.05)
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -96,6 +98,30 @@ def search_fitting(
                 fit,
             )
             floor = fit
+
+
+class ReadUnitRows:
+    """The unit-norm float32 rows of ``matrix`` (an array or an ``h5py.Dataset`` of ``n``
+    finite rows), read when indexed by a slice or by sorted row numbers: what
+    :func:`fitting_floor` reads, for the partitioned engine, which never holds the matrix.
+
+    >>> rows = ReadUnitRows(np.array([[3.0, 4.0], [0.0, 2.0], [0.0, 0.0]]), 3)
+    >>> len(rows), rows[np.array([0, 2])].tolist(), rows[1:2].dtype.name
+    (3, [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]], 'float32')
+    """
+
+    def __init__(self, matrix: Any, n: int) -> None:
+        self.matrix, self.n = matrix, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
+        block = np.asarray(self.matrix[key], dtype=np.float64)
+        peak = np.abs(block).max(axis=1, initial=0.0)[:, None]  # huge values: scale first
+        block = block / np.where(peak > 0, peak, 1.0)
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        return (block / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
 def _overflow_message(limit: int, floor: float, threshold: float, fit: float) -> str:
