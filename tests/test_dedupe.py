@@ -296,6 +296,26 @@ def test_exact_groups_from_texts_or_identical_vectors() -> None:
     assert find_duplicates(X, threshold=0.9, texts=mapping).exact_groups == [[5, 40]]
 
 
+def test_exact_text_groups_match_grouping_by_equality() -> None:
+    """Grouping by hash first (then by key where hashes are shared) gives the groups that
+    comparing the keys gives: str and bytes of equal hash apart, None never a group."""
+    from embetter_core.dedupe.decide import _groups_by_key
+
+    rng = np.random.default_rng(3)
+    pool = [f"t{i}" for i in range(300)] + [b"t1", b"t2", None, "", "t1 "]
+    keys = [pool[i] for i in rng.integers(0, len(pool), 2000)]
+    ids = [f"r{i}" for i in range(len(keys))]
+    want: dict = {}
+    for row, key in enumerate(keys):
+        if key is not None:
+            want.setdefault((type(key), key), []).append(ids[row])
+    expected = sorted((g for g in want.values() if len(g) > 1), key=lambda g: (-len(g), g[0]))
+    got = _groups_by_key(keys, ids, np.arange(len(keys)))
+    assert sorted(got, key=lambda g: (-len(g), g[0])) == expected
+    assert [len(g) for g in got] == sorted((len(g) for g in got), reverse=True)
+    assert not any(keys[int(g[0][1:])] is None for g in got)
+
+
 def test_real_minilm_vectors(sentence_encoder, texts) -> None:
     more = [*texts, "A quick embedding cache for text corpora.", "Bananas are yellow."]
     vecs = sentence_encoder.transform(more)

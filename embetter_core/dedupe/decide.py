@@ -5,7 +5,6 @@ directly duplicates, never through a chain); also the exact-duplicate groups.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -238,19 +237,40 @@ def _lexsort_by_later(
     return order
 
 
+def _codes_by_hash(keys: list[Any]) -> np.ndarray:
+    """Each key's group code: the row of its first occurrence (-1 for None). Rows are
+    grouped by Python's (cached) hash in pandas' hash table, and only the rows whose hash
+    another row shares are grouped by key in a dict, which splits any hash collision: at
+    1M mostly distinct texts 0.08 s against 0.27 s for one dict over all keys (a 1M-entry
+    dict misses the cache), the same for 64k.
+
+    >>> _codes_by_hash(["a", "b", "a", None, None, b"a"]).tolist()
+    [0, 1, 0, -1, -1, 5]
+    """
+    import pandas as pd
+
+    n = len(keys)
+    by_hash = pd.factorize(np.fromiter(map(hash, keys), dtype=np.int64, count=n))[0]
+    shared = np.flatnonzero(np.bincount(by_hash)[by_hash] > 1)  # ascending rows
+    codes = np.arange(n, dtype=np.int64)  # a key no other row's hash matches: its own row
+    first: dict[Any, int] = {}  # a key's first row names its group
+    at = shared.tolist()
+    codes[shared] = np.fromiter(
+        map(first.setdefault, [keys[r] for r in at], at), dtype=np.int64, count=len(at)
+    )
+    if None in first:
+        codes[codes == first[None]] = -1
+    return codes
+
+
 def _groups_by_key(keys: list[Any], ids: list[Any], rank: np.ndarray) -> list[list[Any]]:
     """Groups (size >= 2) of ids sharing a key (None never groups), in id order; largest
     first, ties by first id."""
     import pandas as pd
 
     kinds = set(map(type, keys))
-    if kinds <= {str, bytes, type(None)}:  # texts, digests: a dict, 5x faster than factorize
-        first: dict[Any, int] = {}  # a key's first row names its group
-        codes = np.fromiter(
-            map(first.setdefault, keys, itertools.count()), dtype=np.int64, count=len(keys)
-        )
-        if None in first:
-            codes[codes == first[None]] = -1
+    if kinds <= {str, bytes, type(None)}:  # texts, digests
+        codes = _codes_by_hash(keys)
     else:
         codes = np.asarray(pd.factorize(pd.Series(keys, dtype=object))[0])  # None -> -1
     rows = np.flatnonzero(codes >= 0)
