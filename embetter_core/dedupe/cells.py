@@ -53,7 +53,7 @@ def _ann_search(
         cells,
         screen,
         block=settings.block_size,
-        n_jobs=settings.n_jobs,
+        n_jobs=settings.threads,
         limit=settings.max_candidates,
     )
 

@@ -180,7 +180,7 @@ def find_duplicates(
                     X,
                     screen,
                     block=settings.block_size,
-                    n_jobs=settings.n_jobs,
+                    n_jobs=settings.threads,
                     limit=settings.max_candidates,
                 )
             return _ann_search(X, screen, nlist=params["nlist"], settings=settings)

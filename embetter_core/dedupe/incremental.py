@@ -153,7 +153,7 @@ def find_duplicates_incremental(
             raise DuplicateSearchError(f"{name} must be in [0, 1], got {share}")
     n, matrix = prep.n, prep.matrix
     raw = _input_rows(matrix, n)
-    hashes = row_hashes(raw)  # input order
+    hashes = row_hashes(raw, n_jobs=settings.threads)  # input order
     dim = int(raw.shape[1]) if n else 0
 
     old, reason = _usable_state(state, fingerprint, prep, dim, str(raw.dtype), settings)
@@ -365,7 +365,7 @@ def _incremental(
         rows = _UnitRows(raw, scale, order)
 
     screen = np.float32(floor - _SCREEN_SLACK)
-    block, n_jobs, limit = settings.block_size, settings.n_jobs, settings.max_candidates
+    block, n_jobs, limit = settings.block_size, settings.threads, settings.max_candidates
     cells = None
     with _blas_limit(settings.blas_threads, with_faiss=method == "ann"):
         if method == "exact":

@@ -111,7 +111,7 @@ def find_partitioned(
     n, matrix = prep.n, prep.matrix
     dims = int(matrix.shape[1]) if n else 0
     nlist = settings.cells(n)
-    workers = _worker_threads(options.client, settings.n_jobs)
+    workers = _worker_threads(options.client, settings.threads)
     plan = plan_budget(
         budget,
         rows=n,
@@ -334,7 +334,7 @@ def _search(
     options: PartitionOptions,
 ) -> Iterator[UnitResult]:
     """Every unit searched, results yielded as they come (so that the driver holds only
-    what it keeps): on ``settings.n_jobs`` threads, or as Dask tasks on
+    what it keeps): on ``settings.threads`` threads, or as Dask tasks on
     ``options.client``; progress reported as units complete."""
     total = len(units)
     progress = options.on_progress or (lambda done, total: None)
@@ -348,7 +348,7 @@ def _search(
     kwargs["blas_threads"] = None
     tasks = (lambda u=u: search_unit(ref, _unit(layout, *u), **kwargs) for u in units)
     with _blas_limit(settings.blas_threads):
-        for done, result in enumerate(_run(tasks, settings.n_jobs), start=1):
+        for done, result in enumerate(_run(tasks, settings.threads), start=1):
             yield result
             progress(done, total)
 

@@ -283,7 +283,7 @@ def find_reference_duplicates(
             qa = rb = np.empty(0, dtype=np.int64)
         elif chosen == "exact":
             nearest, _, qa, rb = _cross_search(
-                Q, R, screen, block=block, n_jobs=settings.n_jobs, limit=settings.max_candidates
+                Q, R, screen, block=block, n_jobs=settings.threads, limit=settings.max_candidates
             )
         else:
             params["nlist"] = cells = settings.cells(m)
@@ -422,7 +422,7 @@ def _ann_cross(
     nearest = np.full(len(Q), -np.inf, dtype=np.float32)
     hits_q, hits_r = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
     count = 0
-    for vis, best, q, r in _run((cell_task(c) for c in range(nlist)), settings.n_jobs):
+    for vis, best, q, r in _run((cell_task(c) for c in range(nlist)), settings.threads):
         np.maximum.at(nearest, vis, best)
         count += len(q)
         if count > limit:

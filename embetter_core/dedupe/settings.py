@@ -8,7 +8,7 @@ Every entry point (``find_duplicates``, ``find_reference_duplicates``,
 (``settings=SearchSettings(nprobe=8)``); :meth:`SearchSettings.of` merges the two.
 
 >>> SearchSettings.of(SearchSettings(nprobe=8), {"seed": 3})
-SearchSettings(nprobe=8, nlist=None, recall_sample=500, n_jobs=1, blas_threads=1, \
+SearchSettings(nprobe=8, nlist=None, recall_sample=500, n_jobs=None, blas_threads=1, \
 block_size=1024, max_candidates=50000000, seed=3)
 >>> SearchSettings(n_jobs=0)
 Traceback (most recent call last):
@@ -19,6 +19,7 @@ embetter_core.errors.DuplicateSearchError: n_jobs must be >= 1, got 0
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, TypedDict
@@ -48,7 +49,10 @@ class SearchSettings:
         nlist: ann: the number of k-means cells (None: ``sqrt(nprobe * n)``, at most
             ``n / 4``; over the reference's rows for a reference search).
         recall_sample: ann: rows checked exactly to estimate recall.
-        n_jobs: worker threads over blocks or cells.
+        n_jobs: worker threads over blocks or cells, and over the rows' content hashes of
+            an incremental run (None: one per CPU this process may run on,
+            :attr:`threads`; on this project's 2-vCPU machine two halve an exact search,
+            ``BENCHMARKS.md``).
         blas_threads: BLAS (and faiss) threads per worker during the search; None leaves
             them as they are.
         block_size: rows per tile side (a tile is ``block_size x 4 * block_size`` floats).
@@ -59,7 +63,7 @@ class SearchSettings:
     nprobe: int = 4
     nlist: int | None = None
     recall_sample: int = 500
-    n_jobs: int = 1
+    n_jobs: int | None = None
     blas_threads: int | None = 1
     block_size: int = 1024
     max_candidates: int = 50_000_000
@@ -94,6 +98,16 @@ class SearchSettings:
             )
         return replace(base, **options)
 
+    @property
+    def threads(self) -> int:
+        """The worker threads a search runs on: ``n_jobs``, or the CPUs this process may
+        run on (``os.sched_getaffinity``) when it is None.
+
+        >>> SearchSettings(n_jobs=3).threads, SearchSettings().threads >= 1
+        (3, True)
+        """
+        return self.n_jobs if self.n_jobs is not None else available_cpus()
+
     def cells(self, rows: int) -> int:
         """The ann engine's number of cells over ``rows`` rows.
 
@@ -107,8 +121,17 @@ class SearchSettings:
         """What a report's ``params`` says of the search: the method asked for, the settings
         (``max_candidates`` aside: a limit, not a setting of the result) and ``more``."""
         params = {"requested_method": requested_method, **asdict(self), **more}
+        params["n_jobs"] = self.threads  # the threads it ran on
         params.pop("max_candidates")
         return params
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
 
 
 class SearchOptions(TypedDict, total=False):
@@ -117,7 +140,7 @@ class SearchOptions(TypedDict, total=False):
     nprobe: int
     nlist: int | None
     recall_sample: int
-    n_jobs: int
+    n_jobs: int | None
     blas_threads: int | None
     block_size: int
     max_candidates: int
