@@ -380,6 +380,25 @@ def test_bad_arguments(kwargs, message) -> None:
         find_duplicates(**args)
 
 
+def test_str_ids_checked_in_their_sorted_array() -> None:
+    """All-str ids: repeats found in the sorted array (the canonical order's) and named
+    from the list; ids NumPy's str array cannot tell apart (a trailing NUL) are unique."""
+    from embetter_core.dedupe.checks import _canonical_order, _ids_in_order
+
+    ids = [f"id-{i}" for i in np.random.default_rng(0).permutation(500)]
+    values, array, rank, order = _ids_in_order(ids, 500)
+    assert values == ids and array.tolist() == ids
+    want_rank, want_order = _canonical_order(ids)
+    np.testing.assert_array_equal(rank, want_rank)
+    np.testing.assert_array_equal(order, want_order)
+    with pytest.raises(DuplicateSearchError, match=r"'id-7' is at positions \d+ and 500"):
+        _ids_in_order([*ids, "id-7"], 501)
+    values, array, rank, _ = _ids_in_order(["b", "a", "a\x00"], 3)
+    assert values == ["b", "a", "a\x00"] and array is None and sorted(rank.tolist()) == [0, 1, 2]
+    report = find_duplicates(np.eye(3), ids=["b", "a", "a\x00"])
+    assert report.ids == ["b", "a", "a\x00"]
+
+
 def test_too_many_candidates_is_a_clear_error() -> None:
     with pytest.raises(DuplicateSearchError, match="max_candidates=10"):
         find_duplicates(np.ones((20, 4)), max_candidates=10)

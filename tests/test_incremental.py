@@ -1,6 +1,7 @@
 """find_duplicates_incremental: equal to a full run after additions, edits and deletions
-(exact), equal to a full search over the same cells (ann), and a logged full run, never a
-silently different report, when the state file is missing, corrupt or from another setup."""
+(exact), the reused pairs and each searched row against its cells (ann), and a logged full
+run, never a silently different report, when the state file is missing, corrupt or from
+another setup."""
 
 from __future__ import annotations
 
@@ -130,36 +131,75 @@ def test_exact_incremental_equals_full_run_over_several_nights(tmp_path, caplog,
         assert np.isnan(inc.nearest[inc.ids.index("row-00005")])
 
 
-def test_ann_incremental_equals_a_full_search_over_the_same_cells(tmp_path) -> None:
+def probe_pairs(
+    Xc: np.ndarray, cells: dedupe.AnnCells, searched: np.ndarray, screen: np.float32
+) -> dict[tuple[int, int], float]:
+    """Brute force of the rule an incremental ann run searches by: each searched row (a
+    boolean mask of canonical rows) against every member of its own cell and of its
+    FRESH_PROBE * nprobe cells; the pairs (canonical, lo < hi) at ``screen`` and their
+    float64 cosines."""
+    from embetter_core.dedupe.incremental_ann import FRESH_PROBE
+
+    look = np.flatnonzero(searched)
+    *_, pr, pc = ann._assign_cells(
+        Xc[look],
+        cells.centroids,
+        screen,
+        nprobe=cells.nprobe,
+        max_probe=cells.max_probe,
+        probe=FRESH_PROBE * cells.nprobe,
+    )
+    out = {}
+    X64 = Xc.astype(np.float64)
+    for i, q in enumerate(look.tolist()):
+        near = {int(cells.primary[q]), *pc[pr == i].tolist()}
+        cols = np.flatnonzero(np.isin(cells.primary, list(near)))
+        cols = cols[cols != q]
+        sims = X64[cols] @ X64[q]
+        for m, sim in zip(cols[sims >= screen].tolist(), sims[sims >= screen], strict=True):
+            out[(min(q, m), max(q, m))] = float(sim)
+    return out
+
+
+def test_ann_incremental_is_the_reused_pairs_and_each_searched_rows_probes(tmp_path) -> None:
+    """After additions, edits and deletions: the candidates are the last run's pairs of
+    two unchanged rows, and the pairs of each new, edited or rechecked row with the
+    members of its cell and of its FRESH_PROBE * nprobe nearest cells."""
     rng = np.random.default_rng(2)
-    X = planted(4000, seed=2)
-    ids = [f"row-{i:05d}" for i in range(len(X))]
-    texts = [f"text {i}" for i in range(len(X))]
+    X0 = planted(4000, seed=2)
+    ids0 = [f"row-{i:05d}" for i in range(len(X0))]
+    texts = [f"text {i}" for i in range(len(X0))]
     state = tmp_path / "s.dedupe-state.npz"
     kw = {"threshold": 0.85, "method": "ann", "nlist": 40, "nprobe": 2}
-    first = find_duplicates_incremental(X, state, ids, texts=texts, **kw)
+    first = find_duplicates_incremental(X0, state, ids0, texts=texts, **kw)
     assert first.params["incremental"]["mode"] == "full"
     assert DedupeState.load(state).cells is not None
-    X, ids, texts = evolve(X, ids, texts, rng, add=200, edit=40, delete=30)
+    X, ids, texts = evolve(X0, ids0, texts, rng, add=200, edit=40, delete=30)
     inc = find_duplicates_incremental(X, state, ids, texts=texts, **kw)
-    assert inc.params["incremental"]["mode"] == "incremental"
+    info = inc.params["incremental"]
+    assert info["mode"] == "incremental" and info["rechecked"] > 0
     assert inc.method == "ann" and inc.params["nlist"] == 40
 
-    # a full search of today's rows over the same cells finds the same candidates
+    before = dict(zip(ids0, X0, strict=True))
+    unchanged = {i for i, x in zip(ids, X, strict=True) if i in before and (before[i] == x).all()}
+    old_pairs = {
+        tuple(sorted((ids0[a], ids0[b])))
+        for a, b in zip(first.candidates.a, first.candidates.b, strict=True)
+    }
+    reused = {p for p in old_pairs if p[0] in unchanged and p[1] in unchanged}
+    lost = {i for p in old_pairs - reused for i in p if i in unchanged}  # rechecked
+    assert len(lost) == info["rechecked"]
     rank, order = checks._canonical_order(ids)
     Xc, _, _ = checks._load_normalised(X, len(X), rank)
     cells = inc.candidates.cells.renumbered(rank)  # input rows -> search order
-    screen = np.float32(inc.floor - 1e-4)
-    found = ann._search_cells(Xc, cells, screen, block=256, n_jobs=1, limit=10**8)
-    scores = engines._rescore(Xc, found.lo, found.hi)
-    ok = scores >= inc.floor
-    want = {
-        tuple(sorted((ids[order[a]], ids[order[b]])))
-        for a, b in zip(found.lo[ok], found.hi[ok], strict=True)
-    }
+    searched = np.array([ids[r] not in unchanged or ids[r] in lost for r in order])
+    found = np.array(sorted(probe_pairs(Xc, cells, searched, np.float32(inc.floor - 1e-4))))
+    ok = engines._rescore(Xc, found[:, 0], found[:, 1]) >= inc.floor  # as the run scores
+    probed = {tuple(sorted((ids[order[a]], ids[order[b]]))) for a, b in found[ok].tolist()}
+    want = reused | probed
     pairs = zip(inc.candidates.a, inc.candidates.b, strict=True)
     got = {tuple(sorted((ids[a], ids[b]))) for a, b in pairs}
-    assert got == want and len(got) > 100
+    assert got == want and len(got) > 100 and len(probed) > 50
     # ...and nearly all of an exact run's pairs, with a recall estimate saying so
     exact = find_duplicates(X, ids, threshold=0.85, method="exact")
     truth = {(a, b) for a, b, _ in exact.pairs}
@@ -411,10 +451,11 @@ def test_reused_and_new_candidates_merge_in_order_with_tied_scores(tmp_path, met
         same_as_full(inc, find_duplicates(X2, ids2, threshold=0.85, method="exact"))
 
 
-def test_fresh_search_makes_the_comparisons_of_a_full_search_over_the_cells() -> None:
-    """_search_fresh (one product per cell) against ann._search_cells(fresh=...) (tiles),
-    cells without members and cells whose members are all fresh included."""
-    from embetter_core.dedupe.incremental_ann import _search_fresh, _UnitRows
+def test_fresh_search_compares_each_fresh_row_with_its_cells_members() -> None:
+    """_search_fresh (one product per cell) against a brute force over the same cells and
+    probes: pairs, and each row's best among the rows it met; a probed cell without
+    members, cells whose members are all fresh and rows probing many cells included."""
+    from embetter_core.dedupe.incremental_ann import _Probes, _search_fresh, _UnitRows
 
     rng = np.random.default_rng(12)
     n, nlist = 600, 24
@@ -426,22 +467,41 @@ def test_fresh_search_makes_the_comparisons_of_a_full_search_over_the_cells() ->
     primary, vr, vc = ann._assign_cells(
         Xc, ann._train_cells(Xc, nlist=nlist, seed=0), screen, nprobe=3
     )
-    primary[primary == 5] = 6  # cell 5: visitors only
+    primary[primary == 5] = 6  # cell 5: no members
     cells = dedupe.AnnCells(np.zeros((nlist, 16), np.float32), primary, vr, vc, 3, 32)
     fresh = rng.random(n) < 0.1
     fresh[primary == 7] = True  # cell 7: every member fresh
+    look = np.flatnonzero(fresh)
+    probe_rows = np.repeat(look, 5)
+    probe_cells = rng.integers(0, nlist, len(probe_rows))
+    probe_cells[::7] = 5
+    other = probe_cells != primary[probe_rows]
+    probe_rows, probe_cells = probe_rows[other], probe_cells[other]
+    pairs = {(r, c) for r, c in zip(probe_rows.tolist(), probe_cells.tolist(), strict=True)}
+    probe_rows, probe_cells = (np.array(v) for v in zip(*sorted(pairs), strict=True))
     scale = np.empty(n, np.float32)
     for start in range(0, n, 100):
         norms, _ = checks._row_norms(X[start : start + 100])
         scale[start : start + 100] = checks._unit_scale(norms)
     rows = _UnitRows(X, scale, order)
     np.testing.assert_array_equal(rows[np.arange(n)], Xc)  # bit for bit the full run's rows
-    lo, hi, near = _search_fresh(rows, cells, fresh, screen, n_jobs=1, limit=10**6)
-    want = ann._search_cells(Xc, cells, screen, block=64, n_jobs=1, limit=10**6, fresh=fresh)
-    np.testing.assert_array_equal(lo, want.lo)
-    np.testing.assert_array_equal(hi, want.hi)
-    np.testing.assert_allclose(near, want.nearest, atol=1e-6)
-    assert len(lo) > 50 and np.isfinite(near).sum() > n // 2
+    probes = _Probes(probe_rows, probe_cells)
+    lo, hi, near = _search_fresh(rows, cells, fresh, probes, screen, n_jobs=2, limit=10**6)
+
+    want_pairs, want_near = set(), np.full(n, -np.inf)
+    for q in look.tolist():
+        cols = np.flatnonzero(np.isin(primary, [primary[q], *probe_cells[probe_rows == q]]))
+        cols = cols[cols != q]
+        sims = Xc[cols] @ Xc[q]
+        if len(cols):
+            want_near[q] = max(want_near[q], sims.max())
+            np.maximum.at(want_near, cols, sims)
+        want_pairs |= {(min(q, m), max(q, m)) for m in cols[sims >= screen].tolist()}
+    assert set(zip(lo.tolist(), hi.tolist(), strict=True)) == want_pairs
+    assert len(set(zip(lo.tolist(), hi.tolist(), strict=True))) == len(lo)  # each once
+    assert (lo < hi).all() and len(lo) > 50
+    np.testing.assert_allclose(near, want_near, atol=1e-5)
+    assert np.isfinite(near).sum() > n // 2
 
 
 def test_removal_order_and_exact_groups_helpers_match_their_simple_forms() -> None:

@@ -20,7 +20,6 @@ from embetter_core.dedupe.candidates import (
 )
 from embetter_core.dedupe.engines import (
     _Collector,
-    _cross_tiles,
     _Found,
     _in_sorted,
     _rescore,
@@ -91,38 +90,60 @@ def _train_on(train: np.ndarray, *, nlist: int, seed: int, niter: int = 10) -> n
 
 
 def _assign_cells(
-    X: np.ndarray, centroids: np.ndarray, screen: np.float32, *, nprobe: int, max_probe: int = 32
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    X: np.ndarray,
+    centroids: np.ndarray,
+    screen: np.float32,
+    *,
+    nprobe: int,
+    max_probe: int = 32,
+    probe: int | None = None,
+) -> tuple[np.ndarray, ...]:
     """Each row's primary (nearest) cell, and the further cells it visits: its next
     ``nprobe - 1`` cells and also (up to ``max_probe`` in all) every cell whose centroid is
     at least ``screen`` similar to it, so a dense cluster that k-means splits over many cells
-    is still searched whole. Returns ``(primary, visit_rows, visit_cells)``."""
+    is still searched whole. Returns ``(primary, visit_rows, visit_cells)``; with ``probe``
+    (at least ``nprobe``) also the visits by the same rule with ``probe`` in place of
+    ``nprobe`` (``probe_rows, probe_cells``), from the same search."""
     import faiss
 
     nlist, d = centroids.shape
     n = len(X)
     nprobe = min(nprobe, nlist)
-    wide = min(nlist, max(nprobe, max_probe))
+    k = nprobe if probe is None else min(max(probe, nprobe), nlist)
+    wide = min(nlist, max(k, max_probe))
     primary = np.empty(n, dtype=np.int64)
-    visit_rows, visit_cells = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
+    visit_rows: list[np.ndarray] = []
+    visit_cells: list[np.ndarray] = []
+    probe_rows: list[np.ndarray] = []
+    probe_cells: list[np.ndarray] = []
     cells = faiss.IndexFlatIP(d)
     cells.add(centroids)
     for start in range(0, n, _READ_BLOCK):
         rows = X[start : start + _READ_BLOCK]
-        top_s, top = cells.search(rows, nprobe)  # best first
+        top_s, top = cells.search(rows, k)  # best first
         more = np.flatnonzero(top_s[:, -1] >= screen)  # may have more cells above `screen`
-        if len(more) and wide > nprobe:
+        if len(more) and wide > k:
             more_s, more_top = cells.search(rows[more], wide)
-            top_s = np.pad(top_s, ((0, 0), (0, wide - nprobe)), constant_values=-np.inf)
-            top = np.pad(top, ((0, 0), (0, wide - nprobe)), constant_values=-1)
+            top_s = np.pad(top_s, ((0, 0), (0, wide - k)), constant_values=-np.inf)
+            top = np.pad(top, ((0, 0), (0, wide - k)), constant_values=-1)
             top_s[more], top[more] = more_s, more_top
         primary[start : start + len(top)] = top[:, 0]
-        visit = top_s[:, 1:] >= screen
-        visit[:, : nprobe - 1] = True
-        r, k = np.nonzero(visit)
-        visit_rows.append(r + start)
-        visit_cells.append(top[r, k + 1].astype(np.int64))
-    return primary, np.concatenate(visit_rows), np.concatenate(visit_cells)
+        above = top_s[:, 1:] >= screen
+        rules = [(nprobe, visit_rows, visit_cells)]
+        if probe is not None:
+            rules.append((k, probe_rows, probe_cells))
+        for width, to_rows, to_cells in rules:
+            visit = above.copy()
+            visit[:, : width - 1] = True
+            r, c = np.nonzero(visit)
+            to_rows.append(r + start)
+            to_cells.append(top[r, c + 1].astype(np.int64))
+    out = (primary, *(_joined(p) for p in (visit_rows, visit_cells)))
+    return out if probe is None else (*out, *(_joined(p) for p in (probe_rows, probe_cells)))
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
 
 def _search_cells(
@@ -133,16 +154,9 @@ def _search_cells(
     block: int,
     n_jobs: int,
     limit: int,
-    fresh: np.ndarray | None = None,
 ) -> _Found:
     """Cluster-blocked exact search: every row against the members of its own cell and of
-    the cells it visits (so a cell's members meet its members and its visitors).
-
-    ``fresh``: a boolean mask of rows; when given, only the pairs with a fresh row are
-    searched (the comparisons a full search over these cells makes that involve a fresh
-    row), and ``nearest`` holds each row's best among the fresh rows it met (every row it
-    met, for fresh rows).
-    """
+    the cells it visits (so a cell's members meet its members and its visitors)."""
     n = len(X)
     nlist = len(cells.centroids)
     primary = cells.primary
@@ -163,40 +177,7 @@ def _search_cells(
 
         return task
 
-    def fresh_task(c: int) -> Callable[[], Any]:
-        assert fresh is not None
-
-        def task() -> Any:
-            mem = members[m_bounds[c] : m_bounds[c + 1]]
-            vis = visitors[v_bounds[c] : v_bounds[c + 1]]
-            new_mem, new_vis, old_mem = mem[fresh[mem]], vis[fresh[vis]], mem[~fresh[mem]]
-            rows, best, hits_a, hits_b = [], [], [], []
-            if len(new_mem):  # fresh members against every member and visitor
-                met = np.concatenate([mem, vis])
-                own = np.searchsorted(mem, new_mem)
-                rmax, cmax, q, m = _cross_tiles(
-                    X[new_mem], X[met], screen, block=block, self_cols=own
-                )
-                rows += [new_mem, met]
-                best += [rmax, cmax]
-                hits_a.append(new_mem[q])
-                hits_b.append(met[m])
-            if len(new_vis) and len(old_mem):  # fresh visitors against the other members
-                rmax, cmax, q, m = _cross_tiles(X[new_vis], X[old_mem], screen, block=block)
-                rows += [new_vis, old_mem]
-                best += [rmax, cmax]
-                hits_a.append(new_vis[q])
-                hits_b.append(old_mem[m])
-            return rows, best, hits_a, hits_b
-
-        return task
-
-    if fresh is None:
-        tasks = (cell_task(c) for c in range(nlist))
-    else:
-        visited = cells.visit_cells[fresh[cells.visit_rows]]
-        touched = np.unique(np.concatenate([primary[fresh], visited]))
-        tasks = (fresh_task(int(c)) for c in touched)
+    tasks = (cell_task(c) for c in range(nlist))
     nearest = np.full(n, -np.inf, dtype=np.float32)
     found = _Collector(limit)
     for rows, best, hits_a, hits_b in _run(tasks, n_jobs):

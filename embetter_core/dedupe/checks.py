@@ -37,6 +37,7 @@ class _Prepared:
     keep_rank: np.ndarray
     rank: np.ndarray  # each input row's place in id order
     order: np.ndarray  # the input rows in id order
+    id_array: np.ndarray | None = None  # the ids as a str array, when they are all str
 
     @property
     def n(self) -> int:
@@ -58,10 +59,9 @@ def _prepare(
     given_floor = floor
     threshold, floor = _check_params(threshold, floor, method)
     matrix, n = _input_shape(embeddings)
-    ids_list = _check_ids(ids, n)
+    ids_list, id_array, rank, order = _ids_in_order(ids, n)
     text_list = _check_texts(texts, ids_list)
     rule, keep_values, keep_rank = _keep_setup(keep, keep_values, text_list, ids_list)
-    rank, order = _canonical_order(ids_list)
     return _Prepared(
         threshold=threshold,
         floor=floor,
@@ -76,6 +76,7 @@ def _prepare(
         keep_rank=keep_rank,
         rank=rank,
         order=order,
+        id_array=id_array,
     )
 
 
@@ -117,6 +118,28 @@ def _input_shape(embeddings: Any) -> tuple[Any, int]:
 
 def _is_h5_dataset(obj: Any) -> bool:
     return type(obj).__module__.startswith("h5py") and hasattr(obj, "shape")
+
+
+def _ids_in_order(
+    ids: Sequence[Hashable] | None, n: int
+) -> tuple[list[Any], np.ndarray | None, np.ndarray, np.ndarray]:
+    """The checked ids (:func:`_check_ids`), as a str array when they are all str (else
+    None), and their canonical order (:func:`_canonical_order`). All-str ids are checked
+    for repeats in their sorted array, which the order needs anyway (0.005 s at 1M ids,
+    against 0.06 s for a set of them); a repeat found there is looked for again by
+    :func:`_check_ids`, which names it (the array drops trailing NUL characters, so ``"a"``
+    and ``"a\\x00"`` look alike there and not there)."""
+    values = None if ids is None else ids.tolist() if hasattr(ids, "tolist") else list(ids)
+    if values is not None and len(values) == n and n and set(map(type, values)) == {str}:
+        array = np.array(values, dtype=str)
+        order = np.argsort(array, kind="stable").astype(np.int64, copy=False)
+        ranked = array[order]
+        if not (ranked[1:] == ranked[:-1]).any():
+            rank = np.empty(n, dtype=np.int64)
+            rank[order] = np.arange(n)
+            return values, array, rank, order
+    checked = _check_ids(values, n)  # repeats named, or ids of other types
+    return (checked, None, *_canonical_order(checked))
 
 
 def _check_ids(ids: Sequence[Hashable] | None, n: int) -> list[Any]:

@@ -125,10 +125,14 @@ class DedupeState:
         input_dtype: str = "float32",
         trained_rows: int | None = None,
         placed_since_training: int = 0,
+        id_array: np.ndarray | None = None,
     ) -> DedupeState:
         """The state of ``report``, whose rows have content ``hashes`` and unit-norm factors
-        ``scale`` (input order)."""
-        ids = np.asarray(report.ids) if report.ids else np.array([], dtype=str)
+        ``scale`` (input order); ``id_array``: its ids as an array, when made already."""
+        if id_array is not None:
+            ids = id_array
+        else:
+            ids = np.asarray(report.ids) if report.ids else np.array([], dtype=str)
         if ids.dtype.kind not in "Ui" or ids.ndim != 1:
             raise DedupeStateError(
                 "incremental dedupe needs ids that are all strings or all integers"
