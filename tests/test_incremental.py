@@ -451,11 +451,17 @@ def test_reused_and_new_candidates_merge_in_order_with_tied_scores(tmp_path, met
         same_as_full(inc, find_duplicates(X2, ids2, threshold=0.85, method="exact"))
 
 
-def test_fresh_search_compares_each_fresh_row_with_its_cells_members() -> None:
+@pytest.mark.parametrize("threaded", [False, True])
+def test_fresh_search_compares_each_fresh_row_with_its_cells_members(
+    threaded: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """_search_fresh (one product per cell) against a brute force over the same cells and
     probes: pairs, and each row's best among the rows it met; a probed cell without
     members, cells whose members are all fresh and rows probing many cells included."""
+    from embetter_core.dedupe import incremental_ann
     from embetter_core.dedupe.incremental_ann import _Probes, _search_fresh, _UnitRows
+
+    monkeypatch.setattr(incremental_ann, "_THREADED_DOTS", 0 if threaded else 10**12)
 
     rng = np.random.default_rng(12)
     n, nlist = 600, 24
