@@ -125,9 +125,7 @@ def _search_fresh(
     nearest = np.full(n, -np.inf, dtype=np.float32)  # by input row
     where, best, hits_a, hits_b = [], [], [], []
     count = 0
-    for q_at, q_best, m_at, m_best, a, b in _run(
-        (cell_task(int(c)) for c in touched), n_jobs
-    ):
+    for q_at, q_best, m_at, m_best, a, b in _run((cell_task(int(c)) for c in touched), n_jobs):
         where += [q_at, m_at]
         best += [q_best, m_best]
         hits_a.append(a)
