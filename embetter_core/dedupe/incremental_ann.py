@@ -103,17 +103,19 @@ def _search_fresh(
     q_rows, q_of = np.unique(queries, return_inverse=True)
     q_unit = np.take(raw, q_rows, axis=0) * scale[q_rows, None]
 
+    mb, qb, ob = m_bounds.tolist(), q_bounds.tolist(), own_bounds.tolist()  # Python ints
+
     def cell_task(c: int) -> Callable[[], Any]:
         def task() -> Any:
-            lo, hi = m_bounds[c], m_bounds[c + 1]
+            lo, hi, q0, q1 = mb[c], mb[c + 1], qb[c], qb[c + 1]
             mem = members[lo:hi]
-            qs = queries[q_bounds[c] : q_bounds[c + 1]]
+            qs = queries[q0:q1]
             if lo == hi:
-                return _met(qs, mem, np.empty((len(qs), 0), np.float32), screen)
-            sims = _products(q_unit[q_of[q_bounds[c] : q_bounds[c + 1]]], raw[mem])
+                return _met(qs, mem, np.empty((q1 - q0, 0), np.float32), screen)
+            sims = _products(q_unit[q_of[q0:q1]], raw[mem])
             sims *= m_scale[lo:hi]
-            mine = own_at[own_bounds[c] : own_bounds[c + 1]]
-            sims[np.arange(len(mine)), mine] = -np.inf  # a fresh member against itself
+            if ob[c + 1] > ob[c]:  # its fresh members, each against itself
+                sims[np.arange(ob[c + 1] - ob[c]), own_at[ob[c] : ob[c + 1]]] = -np.inf
             return _met(qs, mem, sims, screen)
 
         return task
