@@ -38,9 +38,9 @@ order.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Unpack
+from typing import Any, TypeVar, Unpack
 
 import numpy as np
 
@@ -66,6 +66,8 @@ from embetter_core.dedupe.settings import (
     SearchOptions,
     SearchSettings,
 )
+
+T = TypeVar("T")
 
 
 def find_duplicates(
@@ -185,15 +187,7 @@ def find_duplicates(
                 )
             return _ann_search(X, screen, nlist=params["nlist"], settings=settings)
 
-        found, floor = search_fitting(
-            search,
-            X,
-            floor=prep.floor,
-            threshold=prep.threshold,
-            given=prep.floor_given,
-            limit=settings.max_candidates,
-            seed=settings.seed,
-        )
+        found, floor = _at_fitting_floor(search, X, prep, settings)
         if floor != prep.floor:
             params["floor_raised_from"] = prep.floor
             prep = replace(prep, floor=floor)
@@ -224,18 +218,35 @@ def _partitioned_fitting(
     """The partitioned search, its default floor raised toward the threshold when it would
     overflow ``max_candidates``, as the in-memory engines' is (:func:`search_fitting`; the
     rows the estimate reads come from the input, block by block)."""
-    searched, floor = search_fitting(
+    searched, floor = _at_fitting_floor(
         lambda f: find_partitioned(replace(prep, floor=f), settings, budget, partitions),
         ReadUnitRows(prep.matrix, prep.n),
+        prep,
+        settings,
+    )
+    if floor != prep.floor:
+        searched.params["floor_raised_from"] = prep.floor
+    return searched
+
+
+def _at_fitting_floor(
+    search: Callable[[float], T],
+    rows: Any,
+    prep: _Prepared,
+    settings: SearchSettings,
+) -> tuple[T, float]:
+    """``search`` at ``prep``'s floor, a default one raised when it would overflow
+    (:func:`search_fitting` over the unit ``rows``), and the floor it ran at."""
+    found, floor = search_fitting(
+        search,
+        rows,
         floor=prep.floor,
         threshold=prep.threshold,
         given=prep.floor_given,
         limit=settings.max_candidates,
         seed=settings.seed,
     )
-    if floor != prep.floor:
-        searched.params["floor_raised_from"] = prep.floor
-    return searched
+    return found, floor
 
 
 def _assemble(
