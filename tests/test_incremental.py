@@ -211,6 +211,72 @@ def test_ann_incremental_is_the_reused_pairs_and_each_searched_rows_probes(tmp_p
     assert not set(np.asarray(ids)[sample.rows]) - set(ids)  # deleted rows left the sample
 
 
+def test_state_written_during_the_decision_is_the_reports(tmp_path) -> None:
+    """The incremental run hands its state to a thread before deciding the report: the
+    file holds the returned report's candidates, nearest, cells and sample, and this
+    input's hashes."""
+    rng = np.random.default_rng(5)
+    X0 = planted(3000, seed=5)
+    ids0 = [f"row-{i:05d}" for i in range(len(X0))]
+    state = tmp_path / "s.dedupe-state.npz"
+    kw = {"threshold": 0.85, "method": "ann", "nlist": 30}
+    find_duplicates_incremental(X0, state, ids0, **kw)
+    X, ids, _ = evolve(X0, ids0, [""] * len(X0), rng, add=100, edit=20, delete=20)
+    inc = find_duplicates_incremental(X, state, ids, **kw)
+    assert inc.params["incremental"]["mode"] == "incremental"
+    saved = DedupeState.load(state)
+    assert saved.ids.tolist() == ids and saved.floor == inc.floor
+    np.testing.assert_array_equal(saved.hashes, dedupe.row_hashes(X))
+    for name in ("a", "b", "scores"):
+        np.testing.assert_array_equal(getattr(saved, name), getattr(inc.candidates, name))
+    np.testing.assert_array_equal(saved.nearest, inc.nearest)  # NaN where the report's are
+    for name in ("primary", "visit_rows", "visit_cells"):
+        np.testing.assert_array_equal(
+            getattr(saved.cells, name), getattr(inc.candidates.cells, name)
+        )
+    np.testing.assert_array_equal(saved.recall.found, inc.candidates.recall.found)
+    assert saved.placed_since_training == inc.params["incremental"]["fresh"]
+
+
+def test_failed_decision_or_state_write_loses_nothing(tmp_path, monkeypatch, caplog) -> None:
+    """A decision that raises after the state went to its thread: the error comes out,
+    the state file is whole (no partial file) and the rerun reuses it. A state write that
+    fails during an incremental run: the report is returned, the old state removed."""
+    X0 = planted(1500, seed=6)
+    ids0 = [f"row-{i:05d}" for i in range(len(X0))]
+    X = np.vstack([X0, planted(60, seed=7)])
+    ids = ids0 + [f"new-{i:03d}" for i in range(60)]
+    state = tmp_path / "s.dedupe-state.npz"
+    find_duplicates_incremental(X0, state, ids0, threshold=0.9)
+    full = find_duplicates(X, ids, threshold=0.9)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("decision failed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(DuplicateReport, "_decided_from", broken)
+        with pytest.raises(RuntimeError, match="decision failed"):
+            find_duplicates_incremental(X, state, ids, threshold=0.9)
+    assert [p.name for p in tmp_path.iterdir()] == [state.name]
+    assert DedupeState.load(state).ids.tolist() == ids
+    again = find_duplicates_incremental(X, state, ids, threshold=0.9)
+    assert again.params["incremental"]["fresh"] == 0
+    same_as_full(again, full)
+
+    def no_space(self, path):
+        raise OSError(28, "No space left on device")
+
+    X2 = np.vstack([X, planted(40, seed=8)])
+    ids2 = ids + [f"more-{i:03d}" for i in range(40)]
+    monkeypatch.setattr(DedupeState, "save", no_space)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        inc = find_duplicates_incremental(X2, state, ids2, threshold=0.9)
+    assert inc.params["incremental"]["mode"] == "incremental"
+    same_as_full(inc, find_duplicates(X2, ids2, threshold=0.9))
+    assert "not written (" in caplog.text and "No space left" in caplog.text
+    assert not state.exists()  # never an older state against the new rows
+
+
 def test_full_runs_over_a_grown_corpus_draw_nearly_the_same_recall_sample() -> None:
     """The draw keys on the rows' contents, so a full run after 2 % more rows (and in
     another row order) checks nearly the rows the last one did, and an incremental run's

@@ -259,11 +259,13 @@ def _assemble(
     sample: RecallSample | None,
     cells: AnnCells | None,
     params: dict[str, Any],
+    before_decide: Callable[[Candidates, np.ndarray], object] | None = None,
 ) -> DuplicateReport:
     """The report of a search: its candidates (canonical rows ``lo < hi`` in candidate
     order, score descending), each canonical row's ``nearest`` (-inf: none), the all-zero
     input rows, ann's recall ``sample`` and ``cells`` (canonical rows), decided with
-    ``prep``'s threshold and keep rule."""
+    ``prep``'s threshold and keep rule. ``before_decide(candidates, nearest)`` (input order)
+    is called once they are made, before the decision."""
     rank, order, ids = prep.rank, prep.order, prep.ids
     nearest[~np.isfinite(nearest)] = np.nan
     nearest[rank[zero_rows]] = np.nan
@@ -279,6 +281,9 @@ def _assemble(
             recall=None if sample is None else sample.renumbered(order),
             cells=None if cells is None else cells.renumbered(order),
         )
+    nearest = nearest[rank]
+    if before_decide is not None:
+        before_decide(candidates, nearest)
     if prep.texts is not None:
         exact_groups = _groups_by_key(prep.texts, ids, rank)
     else:
@@ -290,7 +295,7 @@ def _assemble(
         prep.keep,
         prep.keep_rank,
         method=prep.method,
-        nearest=nearest[rank],
+        nearest=nearest,
         exact_groups=exact_groups,
         zero_vector_ids=[ids[r] for r in sorted(zero_rows.tolist(), key=lambda r: rank[r])],
         params=params,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -39,10 +39,12 @@ class _UnitRows:
 #: An incremental run compares each searched row with the members of its
 #: ``FRESH_PROBE * nprobe`` nearest cells (see :func:`_search_fresh`).
 FRESH_PROBE = 2
-#: Mean similarities per cell from which the cells are searched on threads (below, the
-#: few dozen microseconds of Python per cell, which hold the GIL, outweigh the products:
-#: at 64k + 1k rows, 2,000 a cell, one thread is 20 % faster; at 1M + 10k, 20,000).
-_THREADED_DOTS = 8192
+#: Similarities from which the cells are searched on threads, ``_SPANS`` tasks of many
+#: cells per thread (a task per cell would cost more in futures than it saves). The
+#: products and row gathers release the GIL, the few microseconds of Python per cell do
+#: not: at 64k + 1k rows (1.2M similarities) two threads take 0.77 of one's time.
+_THREADED_DOTS = 1 << 17
+_SPANS = 4
 
 
 class _Probes(NamedTuple):
@@ -103,44 +105,58 @@ def _search_fresh(
     q_rows, q_of = np.unique(queries, return_inverse=True)
     q_unit = np.take(raw, q_rows, axis=0) * scale[q_rows, None]
 
+    # a fresh member meets itself as its cell's query i (the cell's i-th fresh member):
+    # that entry of the cell's product, as a flat position, is masked
+    own_sorted = np.sort(own_cell)
+    own_flat = (np.arange(len(own_at)) - own_bounds[own_sorted]) * np.diff(m_bounds)[
+        own_sorted
+    ] + own_at
     mb, qb, ob = m_bounds.tolist(), q_bounds.tolist(), own_bounds.tolist()  # Python ints
+    q_best = np.full(len(queries), -np.inf, dtype=np.float32)  # by query
+    m_best = np.full(len(members), -np.inf, dtype=np.float32)  # by member
 
-    def cell_task(c: int) -> Callable[[], Any]:
-        def task() -> Any:
-            lo, hi, q0, q1 = mb[c], mb[c + 1], qb[c], qb[c + 1]
-            mem = members[lo:hi]
-            qs = queries[q0:q1]
-            if lo == hi:
-                return _met(qs, mem, np.empty((q1 - q0, 0), np.float32), screen)
-            sims = _products(q_unit[q_of[q0:q1]], raw[mem])
-            sims *= m_scale[lo:hi]
-            if ob[c + 1] > ob[c]:  # its fresh members, each against itself
-                sims[np.arange(ob[c + 1] - ob[c]), own_at[ob[c] : ob[c + 1]]] = -np.inf
-            return _met(qs, mem, sims, screen)
+    def cells_task(cs: list[int]) -> Callable[[], list[tuple[np.ndarray, np.ndarray]]]:
+        def task() -> list[tuple[np.ndarray, np.ndarray]]:
+            hits = []  # (query, member) positions at ``screen``
+            for c in cs:
+                lo, hi, q0, q1 = mb[c], mb[c + 1], qb[c], qb[c + 1]
+                if lo == hi:
+                    continue
+                sims = _products(q_unit[q_of[q0:q1]], raw[members[lo:hi]])
+                sims *= m_scale[lo:hi]
+                if ob[c + 1] > ob[c]:
+                    np.put(sims, own_flat[ob[c] : ob[c + 1]], -np.inf)
+                sims.max(axis=1, out=q_best[q0:q1])  # disjoint slices: threads may share
+                sims.max(axis=0, out=m_best[lo:hi])
+                r, k = np.nonzero(sims >= screen)
+                if len(r):
+                    hits.append((r + q0, k + lo))
+            return hits
 
         return task
 
-    touched = np.flatnonzero(q_bounds[1:] > q_bounds[:-1])
-    # threads when a cell's product outweighs its Python overhead (which holds the GIL)
-    dots = np.diff(q_bounds)[touched] @ np.diff(m_bounds)[touched]
-    n_jobs = n_jobs if dots >= _THREADED_DOTS * max(len(touched), 1) else 1
-    nearest = np.full(n, -np.inf, dtype=np.float32)  # by input row
-    where, best, hits_a, hits_b = [], [], [], []
+    touched = np.flatnonzero(q_bounds[1:] > q_bounds[:-1]).tolist()
+    if np.diff(q_bounds) @ np.diff(m_bounds) < _THREADED_DOTS:
+        n_jobs = 1  # too few products to gain from threads
+    span = max(1, -(-len(touched) // (_SPANS * n_jobs)))
+    tasks = (cells_task(touched[i : i + span]) for i in range(0, len(touched), span))
+    hits_q, hits_m = [], []
     count = 0
-    for q_at, q_best, m_at, m_best, a, b in _run((cell_task(int(c)) for c in touched), n_jobs):
-        where += [q_at, m_at]
-        best += [q_best, m_best]
-        hits_a.append(a)
-        hits_b.append(b)
-        count += len(a)
+    for hits in _run(tasks, n_jobs):
+        for q, m in hits:
+            hits_q.append(q)
+            hits_m.append(m)
+            count += len(q)
         if count > limit:
             raise _overflow(limit)
-    if where:
-        np.maximum.at(nearest, np.concatenate(where), np.concatenate(best))
-    if not hits_a:
+    nearest = np.full(n, -np.inf, dtype=np.float32)  # by input row
+    nearest[members] = m_best  # each row is one cell's member
+    np.maximum.at(nearest, queries, q_best)
+    if not hits_q:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, nearest[order]
-    a, b = rank[np.concatenate(hits_a)], rank[np.concatenate(hits_b)]
+    a = rank[queries[np.concatenate(hits_q)]]
+    b = rank[members[np.concatenate(hits_m)]]
     keys = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
     return keys // n, keys % n, nearest[order]
 
@@ -154,15 +170,6 @@ def _products(Q: np.ndarray, G: np.ndarray) -> np.ndarray:
     for i in range(len(Q)):
         np.matmul(G, Q[i], out=out[i])
     return out
-
-
-def _met(
-    q_rows: np.ndarray, m_rows: np.ndarray, sims: np.ndarray, screen: np.float32
-) -> tuple[np.ndarray, ...]:
-    """From one product: each query's and each column's best, and the pairs at ``screen``."""
-    r, k = np.nonzero(sims >= screen)
-    q_best, m_best = sims.max(axis=1, initial=-np.inf), sims.max(axis=0, initial=-np.inf)
-    return q_rows, q_best, m_rows, m_best, q_rows[r], m_rows[k]
 
 
 def _placed_cells(

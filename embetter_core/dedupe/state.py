@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from embetter_core.dedupe.candidates import AnnCells, RecallSample
+from embetter_core.dedupe.candidates import AnnCells, Candidates, RecallSample
 from embetter_core.dedupe.hashing import multilinear_hash
 from embetter_core.dedupe.results import DuplicateReport
 from embetter_core.errors import DedupeStateError
@@ -129,33 +129,67 @@ class DedupeState:
     ) -> DedupeState:
         """The state of ``report``, whose rows have content ``hashes`` and unit-norm factors
         ``scale`` (input order); ``id_array``: its ids as an array, when made already."""
-        if id_array is not None:
-            ids = id_array
-        else:
-            ids = np.asarray(report.ids) if report.ids else np.array([], dtype=str)
-        if ids.dtype.kind not in "Ui" or ids.ndim != 1:
+        return cls.from_candidates(
+            report.ids,
+            report.candidates,
+            report.nearest,
+            hashes,
+            method=report.method,
+            scale=scale,
+            fingerprint=fingerprint,
+            dim=dim,
+            input_dtype=input_dtype,
+            trained_rows=trained_rows,
+            placed_since_training=placed_since_training,
+            floor_raised_from=report.params.get("floor_raised_from"),
+            id_array=id_array,
+        )
+
+    @classmethod
+    def from_candidates(
+        cls,
+        ids: list[Any],
+        candidates: Candidates,
+        nearest: np.ndarray,
+        hashes: np.ndarray,
+        *,
+        method: str,
+        scale: np.ndarray,
+        fingerprint: str = "",
+        dim: int,
+        input_dtype: str = "float32",
+        trained_rows: int | None = None,
+        placed_since_training: int = 0,
+        floor_raised_from: float | None = None,
+        id_array: np.ndarray | None = None,
+    ) -> DedupeState:
+        """The state of a search over rows ``ids`` (input order) that found ``candidates``
+        and each row's ``nearest`` similarity, before any decision: what a report's state
+        holds (:meth:`from_report`), known as soon as the search is done."""
+        if id_array is None:
+            id_array = np.asarray(ids) if ids else np.array([], dtype=str)
+        if id_array.dtype.kind not in "Ui" or id_array.ndim != 1:
             raise DedupeStateError(
                 "incremental dedupe needs ids that are all strings or all integers"
             )
-        cand = report.candidates
         return cls(
-            ids=ids,
+            ids=id_array,
             hashes=np.asarray(hashes, dtype=np.uint64),
             scale=np.asarray(scale, dtype=np.float32),
-            a=cand.a,
-            b=cand.b,
-            scores=cand.scores,
-            nearest=np.asarray(report.nearest, dtype=np.float32),
-            floor=float(report.floor),
-            method=report.method,
+            a=candidates.a,
+            b=candidates.b,
+            scores=candidates.scores,
+            nearest=np.asarray(nearest, dtype=np.float32),
+            floor=float(candidates.floor),
+            method=method,
             fingerprint=str(fingerprint),
             dim=int(dim),
             input_dtype=str(input_dtype),
-            recall=cand.recall,
-            cells=cand.cells,
-            trained_rows=len(ids) if trained_rows is None else int(trained_rows),
+            recall=candidates.recall,
+            cells=candidates.cells,
+            trained_rows=len(id_array) if trained_rows is None else int(trained_rows),
             placed_since_training=int(placed_since_training),
-            floor_raised_from=report.params.get("floor_raised_from"),
+            floor_raised_from=floor_raised_from,
         )
 
     # -- file -----------------------------------------------------------------------------
