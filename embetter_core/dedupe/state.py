@@ -16,7 +16,6 @@ import numpy as np
 
 from embetter_core.dedupe.candidates import AnnCells, Candidates, RecallSample
 from embetter_core.dedupe.hashing import multilinear_hash
-from embetter_core.dedupe.results import DuplicateReport
 from embetter_core.errors import DedupeStateError
 from embetter_core.files import atomic_path
 
@@ -114,38 +113,6 @@ class DedupeState:
         )
 
     @classmethod
-    def from_report(
-        cls,
-        report: DuplicateReport,
-        hashes: np.ndarray,
-        *,
-        scale: np.ndarray,
-        fingerprint: str = "",
-        dim: int,
-        input_dtype: str = "float32",
-        trained_rows: int | None = None,
-        placed_since_training: int = 0,
-        id_array: np.ndarray | None = None,
-    ) -> DedupeState:
-        """The state of ``report``, whose rows have content ``hashes`` and unit-norm factors
-        ``scale`` (input order); ``id_array``: its ids as an array, when made already."""
-        return cls.from_candidates(
-            report.ids,
-            report.candidates,
-            report.nearest,
-            hashes,
-            method=report.method,
-            scale=scale,
-            fingerprint=fingerprint,
-            dim=dim,
-            input_dtype=input_dtype,
-            trained_rows=trained_rows,
-            placed_since_training=placed_since_training,
-            floor_raised_from=report.params.get("floor_raised_from"),
-            id_array=id_array,
-        )
-
-    @classmethod
     def from_candidates(
         cls,
         ids: list[Any],
@@ -164,8 +131,10 @@ class DedupeState:
         id_array: np.ndarray | None = None,
     ) -> DedupeState:
         """The state of a search over rows ``ids`` (input order) that found ``candidates``
-        and each row's ``nearest`` similarity, before any decision: what a report's state
-        holds (:meth:`from_report`), known as soon as the search is done."""
+        (a report's ``candidates``) and each row's ``nearest`` similarity, whose rows have
+        content ``hashes`` and unit-norm factors ``scale``; ``id_array``: the ids as an
+        array, when made already. Known as soon as the search is done, before any
+        decision."""
         if id_array is None:
             id_array = np.asarray(ids) if ids else np.array([], dtype=str)
         if id_array.dtype.kind not in "Ui" or id_array.ndim != 1:
