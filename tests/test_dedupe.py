@@ -231,11 +231,26 @@ def test_same_report_whatever_the_row_order(method: str) -> None:
     assert tied == sorted(tied, key=lambda p: (-p[2], p[0], p[1]))
 
 
-def test_ann_is_repeatable_and_threads_do_not_change_it() -> None:
+def test_ann_is_repeatable_and_threads_do_not_change_it(monkeypatch) -> None:
+    from embetter_core.dedupe import cells
+
     X = planted(3000, seed=6)
-    first = find_duplicates(X, threshold=0.8, method="ann")
-    same_report(first, find_duplicates(X, threshold=0.8, method="ann"))
-    same_report(first, find_duplicates(X, threshold=0.8, method="ann", n_jobs=2, block_size=64))
+    first = find_duplicates(X, threshold=0.8, method="ann", n_jobs=1)
+    same_report(first, find_duplicates(X, threshold=0.8, method="ann", n_jobs=1))
+    monkeypatch.setattr(cells, "_READ_BLOCK", 256)  # cells assigned in 12 blocks, threaded
+    threaded = find_duplicates(X, threshold=0.8, method="ann", n_jobs=2, block_size=64)
+    same_report(first, threaded)
+    for name in ("primary", "visit_rows", "visit_cells"):
+        np.testing.assert_array_equal(
+            getattr(threaded.candidates.cells, name), getattr(first.candidates.cells, name)
+        )
+    unit = X / np.linalg.norm(X, axis=1, keepdims=True)
+    centroids = first.candidates.cells.centroids
+    one = cells._assign_cells(unit, centroids, np.float32(0.7), nprobe=2, probe=5)
+    two = cells._assign_cells(unit, centroids, np.float32(0.7), nprobe=2, probe=5, n_jobs=2)
+    assert len(one) == len(two) == 5 and len(one[3]) > len(one[1]) >= len(X)
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 # ----------------------------------------------------------------------------------------

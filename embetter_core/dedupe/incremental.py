@@ -461,7 +461,9 @@ def _incremental(
             keys = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
             lo, hi = keys // n, keys % n
         else:
-            cells, probes = _placed_cells(old, now_of, rows, fresh, search_rows, screen)
+            cells, probes = _placed_cells(
+                old, now_of, rows, fresh, search_rows, screen, n_jobs=n_jobs
+            )
             lo, hi, found_near = _search_fresh(
                 rows, cells, search_rows, probes, screen, n_jobs=n_jobs, limit=limit
             )

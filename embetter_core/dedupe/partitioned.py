@@ -131,7 +131,7 @@ def find_partitioned(
     with _blas_limit(settings.blas_threads, with_faiss=True):
         centroids = _train_on(train, nlist=nlist, seed=settings.seed)
         del train
-        cells = _placed(prep, centroids, screen, settings.nprobe, plan.read_rows)
+        cells = _placed(prep, centroids, screen, settings.nprobe, plan.read_rows, settings.threads)
     timings["assign"] = time.perf_counter() - clock
     layout = _Layout.of(cells)
     folder = make_work_folder(matrix, work_dir=options.work_dir)
@@ -231,7 +231,12 @@ def _checked_sample(
 
 
 def _placed(
-    prep: _Prepared, centroids: np.ndarray, screen: np.float32, nprobe: int, read_rows: int
+    prep: _Prepared,
+    centroids: np.ndarray,
+    screen: np.float32,
+    nprobe: int,
+    read_rows: int,
+    threads: int = 1,
 ) -> AnnCells:
     """The second read: each canonical row's cells, as the ann engine places them (int32
     where the rows fit: a row visits ``nprobe - 1`` cells or more)."""
@@ -240,7 +245,9 @@ def _placed(
     rows_parts, cells_parts = [np.empty(0, dtype=small)], [np.empty(0, dtype=small)]
     for start, unit, _zero in _blocks(prep, read_rows):
         canon = prep.rank[start : start + len(unit)]
-        p, vr, vc = _assign_cells(unit, centroids, screen, nprobe=nprobe, max_probe=_MAX_PROBE)
+        p, vr, vc = _assign_cells(
+            unit, centroids, screen, nprobe=nprobe, max_probe=_MAX_PROBE, n_jobs=threads
+        )
         primary[canon] = p
         rows_parts.append(canon[vr].astype(small))
         cells_parts.append(vc.astype(small))

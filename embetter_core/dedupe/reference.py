@@ -398,8 +398,11 @@ def _ann_cross(
     matched rows, matched reference rows)."""
     block, limit = settings.block_size, settings.max_candidates
     centroids = _train_cells(R, nlist=nlist, seed=settings.seed)
-    own, _, _ = _assign_cells(R, centroids, screen, nprobe=1, max_probe=1)
-    first, visit_rows, visit_cells = _assign_cells(Q, centroids, screen, nprobe=settings.nprobe)
+    threads = settings.threads
+    own, _, _ = _assign_cells(R, centroids, screen, nprobe=1, max_probe=1, n_jobs=threads)
+    first, visit_rows, visit_cells = _assign_cells(
+        Q, centroids, screen, nprobe=settings.nprobe, n_jobs=threads
+    )
     rows = np.concatenate([np.arange(len(Q)), visit_rows])
     cells = np.concatenate([first, visit_cells])
     members = np.argsort(own, kind="stable")
