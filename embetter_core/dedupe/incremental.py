@@ -255,8 +255,8 @@ class _StateWriter:
     ) -> None:
         self.path, self.hashes = path, hashes
         self.fingerprint, self.dim, self.dtype = fingerprint, dim, dtype
-        self._pool: ThreadPoolExecutor | None = None
-        self._done: Future[None] | None = None
+        self._pool: ThreadPoolExecutor | None = None  # set with _done by start()
+        self._done: Future[None]
 
     def start(
         self,
@@ -303,7 +303,7 @@ class _StateWriter:
 
     def wait(self) -> None:
         """Until the file is written (or the failure logged); raises what else it raised."""
-        if self._pool is not None and self._done is not None:
+        if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
             self._done.result()

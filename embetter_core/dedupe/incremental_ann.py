@@ -96,25 +96,21 @@ def _search_fresh(
     members, m_scale = order[by_cell], scale[order[by_cell]]
     m_bounds = np.concatenate([[0], np.cumsum(np.bincount(cells.primary, minlength=nlist))])
     own = np.flatnonzero(fresh[by_cell])  # fresh members, by cell, as positions in members
-    own_cell = cells.primary[by_cell[own]]
+    own_cell = cells.primary[by_cell[own]]  # ascending, as the members are
     q_cell = np.concatenate([own_cell, probes.cells])
     q_rank = np.concatenate([by_cell[own], probes.rows])  # canonical rows
     q_sort = np.argsort(q_cell.astype(small), kind="stable")  # own ones first in a cell
     queries = order[q_rank[q_sort]]
     q_bounds = np.concatenate([[0], np.cumsum(np.bincount(q_cell, minlength=nlist))])
-    n_own = np.bincount(own_cell, minlength=nlist)
-    own_at = own[np.argsort(own_cell.astype(small), kind="stable")] - m_bounds[own_cell]
-    own_bounds = np.concatenate([[0], np.cumsum(n_own)])
+    own_bounds = np.concatenate([[0], np.cumsum(np.bincount(own_cell, minlength=nlist))])
     # the queries' unit rows, made once (a row may query several cells)
     q_rows, q_of = np.unique(queries, return_inverse=True)
     q_unit = np.take(raw, q_rows, axis=0) * scale[q_rows, None]
 
     # a fresh member meets itself as its cell's query i (the cell's i-th fresh member):
     # that entry of the cell's product, as a flat position, is masked
-    own_sorted = np.sort(own_cell)
-    own_flat = (np.arange(len(own_at)) - own_bounds[own_sorted]) * np.diff(m_bounds)[
-        own_sorted
-    ] + own_at
+    own_i = np.arange(len(own)) - own_bounds[own_cell]
+    own_flat = own_i * np.diff(m_bounds)[own_cell] + own - m_bounds[own_cell]
     mb, qb, ob = m_bounds.tolist(), q_bounds.tolist(), own_bounds.tolist()  # Python ints
     q_best = np.full(len(queries), -np.inf, dtype=np.float32)  # by query
     m_best = np.full(len(members), -np.inf, dtype=np.float32)  # by member
